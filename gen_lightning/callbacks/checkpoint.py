@@ -1,0 +1,43 @@
+"""GenCheckpoint: `last.ckpt` always, plus the best checkpoint by the model family's own metric.
+
+Each LightningModule names its metric in `checkpoint_metric = (key, "min" | "max")` (VAE: val/elbo,
+max); the user can still set `--checkpoint.monitor` to override it.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+
+class GenCheckpoint(ModelCheckpoint):
+    def __init__(
+        self,
+        dirpath: Optional[str] = None,
+        monitor: Optional[str] = None,
+        mode: str = "min",
+        save_top_k: int = 1,
+        save_last: bool = True,
+        every_n_train_steps: Optional[int] = None,
+        every_n_epochs: Optional[int] = None,
+        filename: Optional[str] = None,
+    ) -> None:
+        self._user_monitor = monitor is not None
+        super().__init__(
+            dirpath=dirpath, monitor=monitor, mode=mode, save_top_k=save_top_k, save_last=save_last,
+            every_n_train_steps=every_n_train_steps, every_n_epochs=every_n_epochs, filename=filename,
+        )
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        metric = getattr(pl_module, "checkpoint_metric", None)
+        if not self._user_monitor and metric is not None:
+            self.monitor, mode = metric
+            # Same bookkeeping ModelCheckpoint does for `mode` in its __init__.
+            self.mode = mode
+            self.kth_value = torch.tensor(float("inf") if mode == "min" else float("-inf"))
+            if self.filename is None:
+                self.filename = "best-{step}"
+        super().setup(trainer, pl_module, stage)

@@ -1,0 +1,105 @@
+"""`gen-lightning`: Lightning's own CLI (fit / validate / test / predict) set up for this project.
+
+- YAML files merge in order (`--config a.yaml --config b.yaml`), then dotted overrides
+  (`--model.lr 3e-4`); omegaconf parser mode adds `${...}` interpolation inside the YAML.
+- `class_path` picks the DataModule and LightningModule: no registry of our own.
+- Every key is checked against the `__init__` type hints; a mistake is one line on stderr, exit 2.
+- Defaults: W&B logger (offline without an API key), `runs/` as the root folder, a checkpoint
+  callback keeping `last.ckpt` + the best by the family's metric (`--checkpoint.*` to change it).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from gen_lightning.callbacks import GenCheckpoint, RunConfigSaver
+from gen_lightning.cli_errors import condense, find_user_error
+from gen_lightning.errors import UserError
+
+PROG = "gen-lightning"
+
+
+class _OneLineErrorParser(LightningArgumentParser):
+    """A config mistake is the user's: say it in one line (the key and the problem), not a usage dump."""
+
+    def error(self, message: str, ex: Optional[Exception] = None):
+        raise UserError(condense(message))
+
+
+class GenLightningCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(GenCheckpoint, "checkpoint")
+
+
+def _trainer_defaults() -> dict:
+    from jsonargparse import lazy_instance
+
+    from gen_lightning.loggers import GenWandbLogger
+
+    return {"default_root_dir": "runs", "logger": lazy_instance(GenWandbLogger)}
+
+
+def build_cli(args: Optional[list[str]] = None, run: bool = True) -> GenLightningCLI:
+    return GenLightningCLI(
+        model_class=LightningModule,
+        datamodule_class=LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_callback=RunConfigSaver,
+        trainer_defaults=_trainer_defaults(),
+        parser_class=_OneLineErrorParser,
+        parser_kwargs={"parser_mode": "omegaconf"},
+        args=args,
+        run=run,
+        auto_configure_optimizers=False,
+    )
+
+
+def extra_verbs() -> list[str]:
+    """Verbs beyond fit/validate/test/predict: one module each in gen_lightning.commands."""
+    import pkgutil
+
+    import gen_lightning.commands as commands
+
+    return sorted(m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_"))
+
+
+def _run_extra_verb(verb: str, argv: list[str]) -> int:
+    import importlib
+
+    return importlib.import_module(f"gen_lightning.commands.{verb}").main(argv) or 0
+
+
+def _close_process_group() -> None:
+    """Leave a multi-process run in step. Measured: without barrier + destroy, ~1 in 4 CPU (gloo) runs
+    abort at interpreter exit ("terminate called without an active exception", exit 134)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if args and args[0] in extra_verbs():
+            sys.exit(_run_extra_verb(args[0], args[1:]))
+        if args in (["-h"], ["--help"]):
+            print(f"extra verbs: {', '.join(extra_verbs()) or 'none'} (gen-lightning VERB --help)\n")
+        build_cli(argv)  # None: Lightning reads sys.argv itself
+        _close_process_group()
+    except Exception as err:  # noqa: BLE001 - only user mistakes are turned into one line
+        user_error = find_user_error(err)
+        if user_error is None:
+            raise
+        print(f"{PROG}: error: {user_error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

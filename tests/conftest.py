@@ -1,0 +1,52 @@
+"""Shared test helpers.
+
+Every end-to-end test runs the real `gen-lightning` console script in a subprocess, in a temporary
+folder, with a timeout: multi-process (DDP) runs must not be started inside the pytest process
+(Lightning's ddp launcher would re-run the whole pytest session as rank 1).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "WANDB_MODE": "disabled",  # tests about W&B set "offline" themselves
+            "OMP_NUM_THREADS": "1",  # 2 cores: one thread per process keeps DDP runs from thrashing
+            "PYTHONUNBUFFERED": "1",
+            "WANDB_SILENT": "true",
+        }
+    )
+    env.pop("WANDB_API_KEY", None)
+    env.update(extra)
+    return env
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: dict[str, str] | None = None):
+    """Run `gen-lightning ARGS` in `cwd`; returns the CompletedProcess (stdout+stderr as text)."""
+    cmd = [sys.executable, "-m", "gen_lightning", *map(str, args)]
+    return subprocess.run(
+        cmd, cwd=cwd, env=env or cli_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def cli(tmp_path):
+    """`cli(args...)` runs gen-lightning in a fresh temporary folder."""
+
+    def _run(*args, timeout: float = 300, env: dict[str, str] | None = None):
+        return run_cli(list(args), tmp_path, timeout=timeout, env=env)
+
+    _run.cwd = tmp_path
+    return _run
