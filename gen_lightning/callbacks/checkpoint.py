@@ -2,6 +2,10 @@
 
 Each LightningModule names its metric in `checkpoint_metric = (key, "min" | "max")` (VAE: val/elbo,
 max); the user can still set `--checkpoint.monitor` to override it.
+
+Stock ModelCheckpoint saves at epoch/validation ends only, so a run stopped by `max_steps` in the
+middle of an epoch leaves a `last.ckpt` several steps behind the trained weights. Here `last.ckpt`
+is also written when training ends, so it always holds the final state.
 """
 
 from __future__ import annotations
@@ -41,3 +45,8 @@ class GenCheckpoint(ModelCheckpoint):
             if self.filename is None:
                 self.filename = "best-{step}"
         super().setup(trainer, pl_module, stage)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if self.save_last and not trainer.sanity_checking and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

@@ -1,0 +1,104 @@
+"""Bad input: one clear line on stderr, a non-zero exit, no traceback, nothing written."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from gen_lightning.cli import main
+from gen_lightning.cli_errors import condense, find_user_error
+from gen_lightning.errors import UserError
+from tests.conftest import CONFIGS
+
+VAE = str(CONFIGS / "vae" / "mlp_digits.yaml")
+
+
+class _Result:
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def cli_inprocess(tmp_path, monkeypatch, capsys):
+    """The same entry point as the console script, in-process: config errors need no new interpreter."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setattr(sys, "argv", ["gen-lightning"])
+
+    def _run(*args, **_):
+        with pytest.raises(SystemExit) as exit_info:
+            main(list(args))
+        out = capsys.readouterr()
+        return _Result(exit_info.value.code, out.out, out.err)
+
+    _run.cwd = tmp_path
+    return _run
+
+
+def _assert_one_line_error(result, *fragments: str) -> None:
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("gen-lightning: error:")]
+    assert len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--model.lrr", "1"], ["unknown key 'model.lrr'"]),
+        (["--model.beta", "abc"], ["model.beta", "expected float", "abc"]),
+        (["--trainer.max_epochs", "abc"], ["trainer.max_epochs", "expected int"]),
+        (["--model.net", "foo"], ["model.net", "'mlp', 'conv'", "foo"]),
+        (["--data.dataset", "folder", "--data.root", "no/such/folder"], ["data.root", "no/such/folder", "does not exist"]),
+        (["--data", "gen_lightning.data.TextDataModule", "--data.corpus", "missing.txt"], ["data.corpus", "missing.txt"]),
+    ],
+    ids=["unknown-key", "wrong-type", "wrong-type-optional", "bad-choice", "missing-image-root", "missing-corpus"],
+)
+def test_bad_input_is_one_line(cli_inprocess, args, fragments):
+    cli = cli_inprocess
+    result = cli("fit", "--config", VAE, "--trainer.logger", "false", *args, timeout=120)
+    _assert_one_line_error(result, *fragments)
+    assert not (cli.cwd / "runs").exists(), "a failed start must not create a run folder"
+
+
+def test_empty_corpus_is_one_line(cli):
+    # Through the real console-script process: the exit code the shell sees.
+    (cli.cwd / "empty.txt").write_text("")
+    result = cli("fit", "--config", VAE, "--data", "gen_lightning.data.TextDataModule",
+                 "--data.corpus", "empty.txt", timeout=120)
+    _assert_one_line_error(result, "data.corpus", "empty")
+
+
+def test_missing_config_file_is_one_line(cli_inprocess):
+    cli = cli_inprocess
+    result = cli("fit", "--config", "nope.yaml", timeout=120)
+    _assert_one_line_error(result, "nope.yaml", "does not exist")
+
+
+def test_image_shape_mismatch_names_the_fix(cli_inprocess):
+    cli = cli_inprocess
+    result = cli("fit", "--config", VAE, "--trainer.logger", "false", "--data.image_size", "32", timeout=120)
+    _assert_one_line_error(result, "(1, 32, 32)", "--model.image_size 32")
+
+
+def test_condense_handles_nested_union_reports():
+    message = (
+        'Parser key "model":\n  Does not validate against any of the Union subtypes\n  Errors:\n'
+        "    - Parser key \"beta\": Expected a <class 'float'>. Got value: abc\n"
+        "    - Expected a <class 'NoneType'>\n  Given value: NestedArg(key='beta', val='abc')"
+    )
+    assert condense(message).startswith("model.beta: expected float, got abc")
+
+
+def test_find_user_error_walks_the_cause_chain():
+    try:
+        try:
+            raise UserError("the real problem")
+        except UserError as inner:
+            raise ValueError("wrapper") from inner
+    except ValueError as outer:
+        assert str(find_user_error(outer)) == "the real problem"
+    assert find_user_error(ValueError("unrelated")) is None
