@@ -6,6 +6,9 @@ max); the user can still set `--checkpoint.monitor` to override it.
 Stock ModelCheckpoint saves at epoch/validation ends only, so a run stopped by `max_steps` in the
 middle of an epoch leaves a `last.ckpt` several steps behind the trained weights. Here `last.ckpt`
 is also written when training ends, so it always holds the final state.
+
+Checkpoints are written atomically (gen_lightning/checkpoint_io.py) whenever the strategy uses
+Lightning's plain torch checkpoint I/O (single device, DDP); DeepSpeed/FSDP write their own shards.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from typing import Optional
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from gen_lightning.checkpoint_io import AtomicCheckpointIO
 
 
 class GenCheckpoint(ModelCheckpoint):
@@ -44,6 +50,9 @@ class GenCheckpoint(ModelCheckpoint):
             self.kth_value = torch.tensor(float("inf") if mode == "min" else float("-inf"))
             if self.filename is None:
                 self.filename = "best-{step}"
+        strategy = trainer.strategy
+        if type(getattr(strategy, "_checkpoint_io", None)) in (TorchCheckpointIO, type(None)):
+            strategy.checkpoint_io = AtomicCheckpointIO()
         super().setup(trainer, pl_module, stage)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
