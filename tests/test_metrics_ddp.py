@@ -1,0 +1,103 @@
+"""FID / KID / IS under 2-process DDP (gloo) with unequal shards equal the single-process values.
+
+Each rank is a subprocess running a small script with torch.distributed directly (never DDP inside the
+pytest process), with a timeout so that a collective mismatch (a hang) fails the test instead of CI.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import REPO, cli_env
+from tests.test_metrics import LinearFeatures
+from gen_lightning.metrics import GenerativeScores
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_two_ranks(script: str, folder: Path, timeout: float = 120) -> list[dict]:
+    """Run `script` as ranks 0 and 1 (argv: rank, port, folder); each writes folder/<rank>.json."""
+    path = folder / "worker.py"
+    path.write_text(textwrap.dedent(script))
+    port = str(free_port())
+    procs = [
+        subprocess.Popen([sys.executable, str(path), str(rank), port, str(folder)], cwd=REPO, env=cli_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in (0, 1)
+    ]
+    try:
+        outputs = [p.communicate(timeout=timeout)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for rank, (p, out) in enumerate(zip(procs, outputs)):
+        assert p.returncode == 0, f"rank {rank} failed:\n{out[-3000:]}"
+    return [json.loads((folder / f"{rank}.json").read_text()) for rank in (0, 1)]
+
+
+WORKER = """
+import json, sys
+import torch, torch.distributed as dist
+sys.path.insert(0, ".")
+from tests.test_metrics import LinearFeatures
+from tests.test_metrics_ddp import make_data, make_scores
+from gen_lightning.metrics import ReferenceStats
+
+rank, port, folder = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+_, fake = make_data()
+scores = make_scores()
+scores.load_reference(ReferenceStats.load(f"{folder}/real.npz"), rank, 2)
+# Unequal shards: rank 0 sees 3 batches (25 images), rank 1 one batch (12 images).
+shards = {0: [fake[:10], fake[10:20], fake[20:25]], 1: [fake[25:]]}
+for batch in shards[rank]:
+    scores.update(batch, real=False)
+result = scores.compute()
+result["fake_count"] = int(scores.fid.fake_features_num_samples)  # local, after compute restored it
+dist.barrier()
+dist.destroy_process_group()
+json.dump(result, open(f"{folder}/{rank}.json", "w"))
+"""
+
+
+def make_data():
+    g = torch.Generator().manual_seed(0)
+    real = torch.rand(60, 1, 6, 6, generator=g) * 2 - 1
+    fake = (torch.rand(37, 1, 6, 6, generator=g) * 2 - 1) * 0.7 + 0.2
+    return real, fake
+
+
+def make_scores() -> GenerativeScores:
+    return GenerativeScores(LinearFeatures(36), kid_subsets=20, kid_subset_size=30, is_splits=3, seed=0)
+
+
+def test_fid_kid_is_under_two_process_ddp_equal_single_process(tmp_path):
+    real, fake = make_data()
+    source = make_scores()
+    source.update(real, real=True)
+    stats = source.real_statistics()
+    stats.save(tmp_path / "real.npz")
+    single = make_scores()  # the same reference file as the ranks: the callback always goes through one
+    single.load_reference(stats)
+    single.update(fake, real=False)
+    expected = single.compute()
+
+    ranks = run_two_ranks(WORKER, tmp_path)
+    assert [r.pop("fake_count") for r in ranks] == [25, 12]
+    for result in ranks:
+        assert set(result) == {"fid", "kid", "kid_std", "is", "is_std"}
+        for name, value in expected.items():
+            assert result[name] == pytest.approx(value, rel=1e-5, abs=1e-7), name
