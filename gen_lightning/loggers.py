@@ -2,14 +2,17 @@
 
 A run with no API key (CI, a laptop on a train, a compute node without network) still logs
 everything to `<save_dir>/wandb/offline-run-*`, and `wandb sync` uploads it later. `WANDB_MODE`
-(`online`, `offline`, `disabled`) is respected as wandb itself respects it.
+(`online`, `offline`, `disabled`) is respected as wandb itself respects it. Nothing here opens a
+network connection: "online" is decided from the presence of a key, never by probing a server.
+
+Only rank 0 talks to W&B: Lightning's WandbLogger hands the other ranks a dummy experiment.
 """
 
 from __future__ import annotations
 
 import netrc
 import os
-from typing import Optional
+from typing import Any, Literal, Optional, Union
 from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import WandbLogger
@@ -27,6 +30,20 @@ def has_wandb_credentials() -> bool:
         return False
 
 
+def wandb_mode(offline: Optional[bool]) -> str:
+    """`online`, `offline` or `disabled`: WANDB_MODE first, then the `offline` option, then credentials."""
+    env = os.environ.get("WANDB_MODE", "").lower()
+    if env == "disabled":
+        return "disabled"
+    if env in ("offline", "dryrun"):
+        return "offline"
+    if offline is not None:
+        return "offline" if offline else "online"
+    if env == "online" or has_wandb_credentials():
+        return "online"
+    return "offline"
+
+
 class GenWandbLogger(WandbLogger):
     def __init__(
         self,
@@ -36,28 +53,42 @@ class GenWandbLogger(WandbLogger):
         offline: Optional[bool] = None,
         group: Optional[str] = None,
         tags: Optional[list[str]] = None,
-        log_model: bool = False,
+        notes: Optional[str] = None,
+        log_model: Union[bool, Literal["all"]] = False,
         id: Optional[str] = None,
         entity: Optional[str] = None,
     ) -> None:
         """
         Args:
-            offline: None = decide: offline unless an API key is found (env WANDB_API_KEY or `wandb login`).
-            log_model: upload checkpoints as W&B artifacts (online runs).
+            project / entity / group / tags / notes / name: where and how the run shows in W&B.
+            offline: None = decide: offline unless an API key is found (WANDB_API_KEY or `wandb login`).
+            log_model: checkpoints as W&B artifacts: True = at the end of training (last + best),
+                "all" = every checkpoint as it is written. Offline runs keep them for `wandb sync`.
             id: resume this W&B run id.
         """
-        mode = os.environ.get("WANDB_MODE", "").lower()
-        if mode == "disabled":
-            offline = False  # wandb reads WANDB_MODE=disabled itself and writes nothing
-        elif offline is None:
-            offline = mode in ("offline", "dryrun") or (mode != "online" and not has_wandb_credentials())
-            if offline and mode not in ("offline", "dryrun"):
-                rank_zero_warn(
-                    f"W&B: no API key found, logging offline under {save_dir}/wandb; "
-                    f"upload later with `wandb sync {save_dir}/wandb/offline-run-*` (or `wandb login` first)"
-                )
+        mode = wandb_mode(offline)
+        if mode == "offline" and offline is None and os.environ.get("WANDB_MODE", "").lower() not in ("offline", "dryrun"):
+            rank_zero_warn(
+                f"W&B: no API key found, logging offline under {save_dir}/wandb; upload later with "
+                f"`wandb sync {save_dir}/wandb/offline-run-*` (after `wandb login`)"
+            )
         os.makedirs(save_dir, exist_ok=True)
+        # `offline=False` to Lightning and the mode straight to wandb.init: Lightning would otherwise
+        # set WANDB_MODE for the whole process (and its children) and refuse log_model offline, although
+        # an offline wandb run records artifacts and `wandb sync` uploads them.
         super().__init__(
-            project=project, name=name, save_dir=save_dir, offline=offline, group=group, tags=tags,
-            log_model=log_model, id=id, entity=entity,
+            project=project, name=name, save_dir=save_dir, offline=False, group=group, tags=tags,
+            notes=notes, log_model=log_model, id=id, entity=entity, mode=mode,
         )
+        self._wandb_init.pop("anonymous", None)  # deprecated in wandb; passing None still warns
+
+    @property
+    def mode(self) -> str:
+        return self._wandb_init["mode"]
+
+    def log_hyperparams(self, params: Any) -> None:
+        # Lightning adds private bookkeeping such as `_instantiator` to a module's hparams; the W&B
+        # config is for the user's settings only.
+        if isinstance(params, dict):
+            params = {k: v for k, v in params.items() if not str(k).startswith("_")}
+        super().log_hyperparams(params)

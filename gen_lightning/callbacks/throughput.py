@@ -1,0 +1,108 @@
+"""GenThroughput: training speed on the dashboard, in samples/s and, for token batches, tokens/s.
+
+The windowed arithmetic is Lightning's (`lightning.fabric.utilities.throughput.Throughput`). Lightning's
+ThroughputMonitor callback is not used as is because it needs a Python function for the batch size
+(a CLI config cannot hold one), warns on every model without `flops_per_batch`, and logs validation
+speed with the validation batch index as the step, which bends W&B's step axis. Here: training only,
+timed wall-clock from batch to batch (data loading included, validation pauses excluded), logged
+through `self.log` so it lands on the same step as the losses.
+
+Logged (every `trainer.log_every_n_steps`, once `window_size` batches have been seen):
+  throughput/samples_per_sec         all ranks together
+  throughput/tokens_per_sec          all ranks together, when batches are integer token windows [B, T]
+  throughput/device/samples_per_sec  this rank (the same on every rank under DDP)
+  throughput/device/mfu              model FLOPs utilisation, when the module sets `flops_per_batch`
+                                     and Lightning knows the GPU's peak FLOPs
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+import lightning as L
+import torch
+from lightning.fabric.utilities.throughput import Throughput, get_available_flops
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks.throughput_monitor import _plugin_to_compute_dtype  # bf16 vs fp32 peak
+
+
+def batch_tensor(batch: Any) -> Optional[torch.Tensor]:
+    """The input tensor of a batch: images of `(images, labels)`, x of `(x, y)`, or the batch itself."""
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
+        return batch[0]
+    if isinstance(batch, dict):
+        return next((v for v in batch.values() if isinstance(v, torch.Tensor)), None)
+    return None
+
+
+def is_token_batch(x: torch.Tensor) -> bool:
+    return x.dim() == 2 and not torch.is_floating_point(x)
+
+
+class GenThroughput(Callback):
+    def __init__(self, window_size: int = 20) -> None:
+        """
+        Args:
+            window_size: batches the speed is averaged over (at least 2).
+        """
+        if window_size < 2:
+            from gen_lightning.errors import UserError
+
+            raise UserError(f"throughput.window_size must be >= 2, got {window_size}")
+        self.window_size = window_size
+        self._throughput: Optional[Throughput] = None
+        self._validation_began: Optional[float] = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        dtype = _plugin_to_compute_dtype(trainer.precision_plugin)
+        self._throughput = Throughput(
+            available_flops=get_available_flops(trainer.strategy.root_device, dtype),
+            world_size=trainer.world_size,
+            window_size=self.window_size,
+        )
+        self._start = time.perf_counter()
+        self._paused = 0.0  # seconds spent in validation inside the training loop
+        self._batches = self._samples = self._tokens = 0
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._validation_began = time.perf_counter()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The sanity check runs before on_train_start, which resets the pause total anyway.
+        if self._throughput is not None and self._validation_began is not None:
+            self._paused += time.perf_counter() - self._validation_began
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        x = batch_tensor(batch)
+        if self._throughput is None or x is None:
+            return
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()  # time the work, not the kernel launches
+        self._batches += 1
+        self._samples += x.shape[0]
+        tokens = is_token_batch(x)
+        self._tokens += x.numel() if tokens else 0
+        flops = getattr(pl_module, "flops_per_batch", None)
+        self._throughput.update(
+            time=time.perf_counter() - self._start - self._paused,
+            batches=self._batches,
+            samples=self._samples,
+            lengths=self._tokens if tokens else None,
+            flops=flops,
+        )
+        metrics = self._throughput.compute()
+        world = trainer.world_size
+        logged = {}
+        if "device/samples_per_sec" in metrics:
+            logged["throughput/device/samples_per_sec"] = metrics["device/samples_per_sec"]
+            logged["throughput/samples_per_sec"] = metrics["device/samples_per_sec"] * world
+        if "device/items_per_sec" in metrics:
+            logged["throughput/tokens_per_sec"] = metrics["device/items_per_sec"] * world
+        if "device/mfu" in metrics:
+            logged["throughput/device/mfu"] = metrics["device/mfu"]
+        if logged:
+            pl_module.log_dict(logged, on_step=True, on_epoch=False, batch_size=x.shape[0])
