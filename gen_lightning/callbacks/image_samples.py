@@ -1,0 +1,109 @@
+"""ImageSamples: a grid of samples from fixed noise every N steps, to the logger and as PNG files.
+
+Works for any LightningModule with `sample(n, generator=...) -> images in [-1, 1]` (GAN, VAE). The
+noise is fixed by seeding the `generator` the same way each time, so consecutive grids show the same
+latent points as training moves them. When the module also has `reconstruct(x)` (VAE), a second grid
+shows held-out images (the first validation batch) above their reconstructions.
+
+Files: `<run dir>/samples/samples_step0000123.png` (and `reconstructions_step...png`), plus the same at
+the end of training. Loggers with `log_image` (W&B) receive the grids; loggers without it are skipped.
+Runs on global rank 0 only; sampling there uses the plain networks, never a collective.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torchvision.utils import make_grid, save_image
+
+from gen_lightning.run_dir import run_dir
+from gen_lightning.strategies.sharding import parameters_are_sharded
+
+
+class ImageSamples(Callback):
+    def __init__(
+        self,
+        every_n_steps: int = 500,
+        num_samples: int = 64,
+        nrow: int = 8,
+        seed: int = 0,
+        reconstructions: bool = True,
+    ) -> None:
+        """
+        Args:
+            every_n_steps: a grid each time `trainer.global_step` passes a multiple of this (a GAN's
+                global_step counts optimizer steps of both networks, see docs/gan.md); 0 = only at the end.
+            num_samples: images per grid; nrow: images per row.
+            seed: seed of the fixed noise.
+            reconstructions: also log input/reconstruction grids for modules with `reconstruct(x)`.
+        """
+        super().__init__()
+        if every_n_steps < 0 or num_samples < 1 or nrow < 1:
+            raise ValueError("every_n_steps must be >= 0, num_samples and nrow >= 1")
+        self.every_n_steps = every_n_steps
+        self.num_samples = num_samples
+        self.nrow = nrow
+        self.seed = seed
+        self.reconstructions = reconstructions
+        self._last_logged_step = -1
+        self._held_out: Optional[torch.Tensor] = None
+
+    # -- Lightning hooks --------------------------------------------------------------------------
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        # Keep the first held-out batch we see (the sanity check's, usually) as the reconstruction input.
+        if self._held_out is None and batch_idx == 0 and dataloader_idx == 0:
+            images = batch[0] if isinstance(batch, (list, tuple)) else batch
+            self._held_out = images[: self.num_samples].detach().cpu()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        # A GAN advances global_step by several per batch: compare bins rather than test step % N == 0.
+        if self.every_n_steps and step // self.every_n_steps > max(self._last_logged_step, 0) // self.every_n_steps:
+            self.log_grids(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step != self._last_logged_step:
+            self.log_grids(trainer, pl_module)
+
+    # -- the grids ----------------------------------------------------------------------------------
+    def log_grids(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        step = trainer.global_step
+        self._last_logged_step = step
+        # Sharded weights (ZeRO-3, FSDP): sampling is a collective, every rank runs it; rank 0 alone writes.
+        if not trainer.is_global_zero and not parameters_are_sharded(trainer):
+            return
+        was_training = pl_module.training
+        pl_module.eval()  # batch norm from running statistics: samples independent of the batch
+        try:
+            with torch.no_grad():
+                samples = pl_module.sample(self.num_samples, generator=torch.Generator().manual_seed(self.seed))
+                grids = {"samples": self.grid(samples)}
+                if self.reconstructions and hasattr(pl_module, "reconstruct") and self._held_out is not None:
+                    full_rows = len(self._held_out) // self.nrow * self.nrow
+                    inputs = self._held_out[: full_rows or None]
+                    recon = pl_module.reconstruct(inputs.to(pl_module.device)).cpu()
+                    grids["reconstructions"] = self.grid(_interleave_rows(inputs, recon, self.nrow))
+        finally:
+            pl_module.train(was_training)
+        if not trainer.is_global_zero:
+            return
+        folder = run_dir(trainer) / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, grid in grids.items():
+            save_image(grid, folder / f"{name}_step{step:07d}.png")
+            for logger in trainer.loggers:
+                if hasattr(logger, "log_image"):
+                    logger.log_image(key=f"samples/{name}", images=[grid], step=step)
+
+    def grid(self, images: torch.Tensor) -> torch.Tensor:
+        """[N, C, H, W] in [-1, 1] -> one [C, H', W'] image in [0, 1]."""
+        return make_grid(images.detach().float().cpu(), nrow=self.nrow, normalize=True, value_range=(-1, 1))
+
+
+def _interleave_rows(inputs: torch.Tensor, recon: torch.Tensor, nrow: int) -> torch.Tensor:
+    """Row k of inputs, then row k of reconstructions, ...: each reconstruction sits under its input."""
+    rows = [t for pair in zip(inputs.split(nrow), recon.split(nrow)) for t in pair]
+    return torch.cat(rows)

@@ -1,0 +1,218 @@
+"""GANModule: a generator and a discriminator trained in turn, by hand (manual optimization).
+
+One training batch = `n_critic` discriminator steps (each on the same real images, fresh noise each
+time) followed by one generator step. Each step freezes the other network (`toggled_optimizer`),
+clips gradients itself when `grad_clip > 0` (Lightning's Trainer clipping is for automatic
+optimization only) and goes through Lightning's optimizer wrapper, so precision plugins and
+strategies see every step.
+
+Step counting: Lightning's `global_step` counts optimizer steps, and with manual optimization both
+optimizers count. One batch therefore advances `global_step` by n_critic + 1, and `trainer.max_steps`
+is a budget of optimizer steps: generator steps = max_steps / (n_critic + 1). See docs/gan.md.
+
+Under DDP the nets are wrapped one by one (gen_lightning.strategies.submodule_ddp): each step runs the
+network it trains through `ddp_unit(...)`, everything else calls the plain networks.
+
+Logged: train/d_loss (with penalties), train/g_loss, train/d_real and train/d_fake (mean raw scores),
+train/gp, train/r1 when used; val/d_loss, val/d_real, val/d_fake on held-out images vs samples. A
+val/d_loss far above train/d_loss means the discriminator memorises the training set (Karras et al.
+2020). No loss tells which checkpoint samples best, so the GAN names no checkpoint metric: the
+checkpoint callback keeps the latest and `last.ckpt`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import lightning as L
+import torch
+
+from gen_lightning.errors import UserError
+from gen_lightning.models.ema import ema_copy
+from gen_lightning.models.gan_losses import (
+    GANLoss,
+    discriminator_loss,
+    generator_loss,
+    gradient_penalty,
+    r1_penalty,
+)
+from gen_lightning.models.image_family import check_image_shape
+from gen_lightning.models.nets.gan_nets import build_gan_nets
+from gen_lightning.strategies import ddp_unit
+
+
+class GANModule(L.LightningModule):
+    checkpoint_metric = None  # see the module docstring
+    # Trained one at a time: SubmoduleDDPStrategy gives each its own DDP wrapper.
+    ddp_submodules = ("generator", "discriminator")
+
+    def __init__(
+        self,
+        net: Literal["mlp", "dcgan"] = "dcgan",
+        image_size: int = 28,
+        channels: int = 1,
+        num_classes: int = 0,
+        latent_dim: int = 100,
+        width: int = 64,
+        d_norm: Literal["batch", "none"] = "batch",
+        loss: GANLoss = "nonsaturating",
+        n_critic: int = 1,
+        gp_weight: float = 10.0,
+        r1_gamma: float = 0.0,
+        g_lr: float = 2e-4,
+        d_lr: float = 2e-4,
+        g_betas: tuple[float, float] = (0.5, 0.999),
+        d_betas: tuple[float, float] = (0.5, 0.999),
+        grad_clip: float = 0.0,
+        ema_decay: float = 0.0,
+    ) -> None:
+        """
+        Args:
+            net: `mlp` (noise 100 -> 784, the classic MNIST GAN) or `dcgan` (image sides 16, 28, 32, 64).
+            num_classes: > 0 makes both nets class-conditional on the batch labels; 0 = unconditional.
+            width: base width; dcgan: channels of the widest-resolution conv layer (64 as in the paper);
+                mlp: hidden layers are 4/8/16 x width in G and 8/4 x width in D.
+            d_norm: batch norm in the discriminator (`batch`, DCGAN) or none; wgan-gp needs `none`
+                because its penalty is per sample and batch norm mixes the samples of a batch.
+            loss: `nonsaturating`, `hinge` or `wgan-gp` (see gen_lightning/models/gan_losses.py).
+            n_critic: discriminator steps per generator step (WGAN-GP paper: 5).
+            gp_weight: weight of the wgan-gp gradient penalty (paper: 10).
+            r1_gamma: weight gamma of the R1 penalty gamma/2 * |grad D(real)|^2; 0 = off.
+            g_lr, d_lr, g_betas, d_betas: Adam settings of each network (DCGAN: 2e-4, (0.5, 0.999)).
+            grad_clip: clip each network's gradient norm to this value before its step; 0 = off.
+            ema_decay: keep an exponential moving average of the generator with this decay (e.g. 0.999)
+                and sample/evaluate with it; 0 = off (tiny runs are too short for an average to help).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        if n_critic < 1:
+            raise UserError(f"model.n_critic must be >= 1, got {n_critic}")
+        if loss == "wgan-gp" and net == "dcgan" and d_norm == "batch":
+            raise UserError(
+                "wgan-gp's gradient penalty is per sample but batch norm in the discriminator mixes the "
+                "samples of a batch; set --model.d_norm none"
+            )
+        if not 0.0 <= ema_decay < 1.0:
+            raise UserError(f"model.ema_decay must be in [0, 1) (0 = off), got {ema_decay}")
+        self.image_shape = (channels, image_size, image_size)
+        try:
+            self.generator, self.discriminator = build_gan_nets(
+                net, self.image_shape, latent_dim, width, num_classes, d_norm
+            )
+        except ValueError as err:
+            raise UserError(f"{err}; set --model.image_size and data.image_size to a supported size") from None
+        self.generator_ema = ema_copy(self.generator, ema_decay) if ema_decay > 0 else None
+
+    # -- sampling ---------------------------------------------------------------------------------
+    @property
+    def conditional(self) -> bool:
+        return self.hparams.num_classes > 0
+
+    def noise(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        return torch.randn(n, self.hparams.latent_dim, generator=generator).to(self.device)
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, generator: Optional[torch.Generator] = None, labels: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """n images in [-1, 1], [n, C, H, W], from the EMA generator when there is one.
+        Conditional models draw classes 0, 1, ..., num_classes - 1, 0, 1, ... unless `labels` is given."""
+        if self.conditional and labels is None:
+            labels = torch.arange(n) % self.hparams.num_classes
+        labels = labels.to(self.device) if self.conditional else None
+        net = self.generator_ema.module if self.generator_ema is not None else self.generator
+        return net(self.noise(n, generator), labels)
+
+    # -- training ---------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx: int) -> None:
+        real, labels = batch[0], (batch[1] if self.conditional else None)
+        opt_g, opt_d = self.optimizers()
+        for _ in range(self.hparams.n_critic):
+            d_logs = self.discriminator_step(opt_d, real, labels)
+        g_loss = self.generator_step(opt_g, real.shape[0], labels)
+        if self.generator_ema is not None:
+            self.generator_ema.update_parameters(self.generator)
+        self.log_dict({**d_logs, "train/g_loss": g_loss}, on_step=True, on_epoch=False)
+        self.log("d_loss", d_logs["train/d_loss"], prog_bar=True, logger=False)
+        self.log("g_loss", g_loss, prog_bar=True, logger=False)
+
+    def discriminator_step(self, opt, real: torch.Tensor, labels: Optional[torch.Tensor]) -> dict:
+        hp = self.hparams
+        with self.toggled_optimizer(opt):
+            with torch.no_grad():
+                fake = self.generator(self.noise(real.shape[0]), labels)
+            discriminator = ddp_unit(self, "discriminator")
+            real = real.detach().requires_grad_(hp.r1_gamma > 0)  # R1 differentiates D(real) w.r.t. real
+            real_scores = discriminator(real, labels)
+            fake_scores = discriminator(fake, labels)
+            loss = discriminator_loss(hp.loss, real_scores, fake_scores)
+            logs = {"train/d_real": real_scores.detach().mean(), "train/d_fake": fake_scores.detach().mean()}
+            if hp.loss == "wgan-gp":
+                gp = gradient_penalty(discriminator, real, fake, labels)
+                loss = loss + hp.gp_weight * gp
+                logs["train/gp"] = gp.detach()
+            if hp.r1_gamma > 0:
+                r1 = r1_penalty(real_scores, real)
+                loss = loss + 0.5 * hp.r1_gamma * r1
+                logs["train/r1"] = r1.detach()
+            self.optimize(opt, loss)
+        logs["train/d_loss"] = loss.detach()
+        return logs
+
+    def generator_step(self, opt, batch_size: int, labels: Optional[torch.Tensor]) -> torch.Tensor:
+        with self.toggled_optimizer(opt):  # freezes D: the G loss flows through it, D is not updated
+            fake = ddp_unit(self, "generator")(self.noise(batch_size), labels)
+            # The plain D: its gradients are not wanted, so its DDP wrapper must not wait for them.
+            loss = generator_loss(self.hparams.loss, self.discriminator(fake, labels))
+            self.optimize(opt, loss)
+        return loss.detach()
+
+    def optimize(self, opt, loss: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.hparams.grad_clip > 0:
+            self.clip_gradients(opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
+        opt.step()
+
+    # -- validation -------------------------------------------------------------------------------
+    def validation_step(self, batch, batch_idx: int) -> None:
+        real, labels = batch[0], batch[1]
+        fake = self.sample(real.shape[0], labels=labels)
+        labels = labels if self.conditional else None
+        real_scores, fake_scores = self.discriminator(real, labels), self.discriminator(fake, labels)
+        n = real.shape[0]
+        self.log("val/d_loss", discriminator_loss(self.hparams.loss, real_scores, fake_scores),
+                 prog_bar=True, sync_dist=True, batch_size=n)
+        self.log("val/d_real", real_scores.mean(), sync_dist=True, batch_size=n)
+        self.log("val/d_fake", fake_scores.mean(), sync_dist=True, batch_size=n)
+
+    # -- Lightning plumbing -----------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        check_image_shape(self, self.image_shape)
+        refuse_deepspeed(self)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        data_classes = getattr(datamodule, "num_classes", None)
+        if self.conditional and data_classes is not None and data_classes != self.hparams.num_classes:
+            raise UserError(
+                f"the data has {data_classes} classes but model.num_classes is {self.hparams.num_classes}; "
+                f"set --model.num_classes {data_classes} (or 0 for an unconditional GAN)"
+            )
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp.g_lr, betas=tuple(hp.g_betas))
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hp.d_lr, betas=tuple(hp.d_betas))
+        return opt_g, opt_d
+
+
+def refuse_deepspeed(module: L.LightningModule) -> None:
+    """A GAN needs two optimizers, which Lightning's DeepSpeed strategy does not drive: refuse before
+    any engine is built, with the way out."""
+    from lightning.pytorch.strategies import DeepSpeedStrategy
+
+    if isinstance(getattr(module.trainer, "strategy", None), DeepSpeedStrategy):
+        raise UserError(
+            "the GAN does not run under DeepSpeed yet: Lightning's DeepSpeed strategy drives one optimizer "
+            "and a GAN steps two (G and D); use --trainer.strategy ddp (configs/trainer/ddp.yaml) instead"
+        )
