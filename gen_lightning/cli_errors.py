@@ -54,11 +54,18 @@ def condense(message: str) -> str:
 
 
 def find_user_error(err: BaseException) -> Optional[UserError]:
-    """The UserError behind `err`, if any: jsonargparse and Lightning wrap exceptions in their own."""
+    """The UserError behind `err`, if any: jsonargparse and Lightning wrap exceptions in their own.
+
+    Lightning's MisconfigurationException is by definition a settings mistake (e.g. automatic gradient
+    clipping asked of a manually optimized GAN), so it is reported the same way."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
     seen = set()
     while err is not None and id(err) not in seen:
         if isinstance(err, UserError):
             return err
+        if isinstance(err, MisconfigurationException):
+            return UserError(" ".join(str(err).split()))
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None

@@ -102,3 +102,10 @@ def test_find_user_error_walks_the_cause_chain():
     except ValueError as outer:
         assert str(find_user_error(outer)) == "the real problem"
     assert find_user_error(ValueError("unrelated")) is None
+
+
+def test_lightning_misconfiguration_is_one_line(cli_inprocess):
+    # Lightning refuses automatic gradient clipping for manual optimization; the user sees one line.
+    result = cli_inprocess("fit", "--config", str(CONFIGS / "gan" / "mlp_digits.yaml"), "--trainer.logger", "false",
+                           "--trainer.gradient_clip_val", "1.0", "--trainer.max_steps", "2")
+    _assert_one_line_error(result, "gradient clipping")
