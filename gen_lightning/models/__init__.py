@@ -1,5 +1,7 @@
 """One LightningModule per model family; the networks themselves are plain nn.Modules in `nets/`."""
 
+from gen_lightning.models.gan import GANModule
+from gen_lightning.models.gpt import GPTModule
 from gen_lightning.models.vae import VAEModule
 
-__all__ = ["VAEModule"]
+__all__ = ["GANModule", "GPTModule", "VAEModule"]
