@@ -19,6 +19,7 @@ import glob
 import hashlib
 import json
 import os
+import socket
 import sysconfig
 from pathlib import Path
 from typing import Literal, Optional
@@ -94,7 +95,14 @@ def split_documents(docs: list[str], val_fraction: float) -> tuple[list[str], li
     return [d for d in train if d], [d for d in val if d]
 
 
+def _writer_id() -> str:
+    """Names a temporary file per process: prepare_data runs once per *node*, so on a shared file system
+    several nodes build the same cache at once, and a shared temporary name lets one replace another's."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 # -- windows --------------------------------------------------------------------------------------
+
 class _TokenFile:
     """A lazily opened memmap: opened in the process that reads it (DataLoader workers included)."""
 
@@ -230,7 +238,7 @@ class TextDataModule(GenDataModule):
                   for split, docs in (("train", train_docs), ("val", val_docs))}
         meta = {"dtype": dtype, "vocab_size": tok.vocab_size, "tokenizer": tok.kind, "eot_id": tok.eot_id,
                 "train_tokens": counts["train"], "val_tokens": counts["val"], "files": len(self.files)}
-        tmp = cache / "meta.json.tmp"
+        tmp = cache / f"meta.json.{_writer_id()}.tmp"
         tmp.write_text(json.dumps(meta, indent=1))
         os.replace(tmp, cache / "meta.json")  # the commit point of the cache
 
@@ -258,7 +266,7 @@ class TextDataModule(GenDataModule):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         total_chars = sum(len(d) for d in docs)
-        count, tmp, chunk = 0, path.with_suffix(".tmp"), 64
+        count, tmp, chunk = 0, path.with_name(f"{path.name}.{_writer_id()}.tmp"), 64
         with open(tmp, "wb") as f, Progress(
             TextColumn(f"tokenizing {label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
             transient=True,

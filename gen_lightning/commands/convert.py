@@ -1,0 +1,63 @@
+"""`gen-lightning convert CKPT_DIR`: a DeepSpeed ZeRO checkpoint folder as one fp32 `.ckpt` file.
+
+Under DeepSpeed every checkpoint (`last.ckpt`, `best-*.ckpt`) is a folder of per-rank shards that only a
+DeepSpeed run with the same world size can resume. The converted file holds the full fp32 weights plus the
+Lightning state (hyper-parameters, step, callbacks), so `Module.load_from_checkpoint(file)`, `gen-lightning
+sample/export --ckpt file` and any single-device run accept it. The gathering itself is DeepSpeed's
+`zero_to_fp32`, called through Lightning's `convert_zero_checkpoint_to_fp32_state_dict`.
+
+    gen-lightning convert runs/gen-lightning/<run>/checkpoints/last.ckpt          # -> .../last-fp32.ckpt
+    gen-lightning convert runs/.../best-step=900.ckpt -o best.ckpt
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from gen_lightning.errors import UserError
+
+
+def default_output(checkpoint_dir: Path) -> Path:
+    return checkpoint_dir.with_name(f"{checkpoint_dir.stem}-fp32.ckpt")
+
+
+def check_zero_checkpoint(checkpoint_dir: Path) -> None:
+    if not checkpoint_dir.exists():
+        raise UserError(f"'{checkpoint_dir}' does not exist; give the checkpoint folder a DeepSpeed run wrote")
+    if checkpoint_dir.is_file():
+        raise UserError(f"'{checkpoint_dir}' is already a single-file checkpoint; only DeepSpeed checkpoint folders need converting")
+    if not (checkpoint_dir / "latest").is_file():
+        raise UserError(
+            f"'{checkpoint_dir}' is not a DeepSpeed checkpoint folder (no 'latest' file in it); give a `*.ckpt` "
+            f"folder from the checkpoints/ of a run trained with a deepspeed_* trainer config"
+        )
+
+
+def convert(checkpoint_dir: str | Path, output: str | Path | None = None) -> Path:
+    """Write the fp32 single-file checkpoint and return its path."""
+    from gen_lightning.strategies.deepspeed_cpu import INSTALL_HINT, deepspeed_available
+
+    checkpoint_dir = Path(checkpoint_dir)
+    check_zero_checkpoint(checkpoint_dir)
+    if not deepspeed_available():
+        raise UserError(f"converting a ZeRO checkpoint needs the deepspeed package; install it with {INSTALL_HINT}")
+    from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
+
+    output = Path(output) if output else default_output(checkpoint_dir)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # Write beside the target and rename: an interrupted conversion never leaves a truncated .ckpt behind.
+    partial = output.with_name(output.name + ".partial")
+    convert_zero_checkpoint_to_fp32_state_dict(str(checkpoint_dir), str(partial))
+    partial.replace(output)
+    return output
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="gen-lightning convert", description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoint", help="a DeepSpeed checkpoint folder, e.g. runs/<project>/<run>/checkpoints/last.ckpt")
+    p.add_argument("-o", "--output", help="the .ckpt file to write (default: <folder name>-fp32.ckpt beside it)")
+    args = p.parse_args(argv)
+    output = convert(args.checkpoint, args.output)
+    print(f"wrote {output} (fp32 weights + Lightning state; load_from_checkpoint accepts it)")
+    return 0

@@ -1,0 +1,96 @@
+"""DeepSpeedCPUStrategy: Lightning's DeepSpeedStrategy, which also runs on CPU processes (gloo).
+
+Why: DeepSpeed's engine itself runs ZeRO 1-3 on CPU with the gloo backend, but Lightning's strategy refuses
+any accelerator but CUDA. Three checks stand in the way, and only on CPU are they replaced:
+  - `setup_environment` raises for a non-CUDA accelerator     -> DDPStrategy's (no accelerator check)
+  - `root_device` is `cpu` with no index, and DeepSpeed reads `device.index` as the local device id
+                                                                -> `cpu:0` (CPU has one device)
+  - `setup_distributed` validates CUDA device indices          -> the same steps without that check
+On a CUDA accelerator every override defers to the stock strategy, so one trainer config
+(`configs/trainer/deepspeed_*.yaml`) serves a GPU cluster and a CPU-only CI alike.
+
+One addition for both devices: with ZeRO-Offload, DeepSpeed rejects a plain torch Adam/AdamW ("use
+DeepSpeedCPUAdam") because the optimizer step then runs on the CPU, where torch's Adam is several times slower.
+The strategy rebuilds the module's Adam/AdamW as DeepSpeedCPUAdam with the same parameter groups and
+hyper-parameters, so model configs and `configure_optimizers` need no DeepSpeed-specific edits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightning.fabric.utilities.seed import reset_seed
+from lightning.pytorch.accelerators import CPUAccelerator
+from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+from gen_lightning.errors import UserError
+
+INSTALL_HINT = "DS_BUILD_OPS=0 pip install --no-build-isolation deepspeed  (or pip install 'gen-lightning[deepspeed]')"
+
+
+def deepspeed_available() -> bool:
+    try:
+        import deepspeed  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class DeepSpeedCPUStrategy(DeepSpeedStrategy):
+    strategy_name = "deepspeed_cpu"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Takes every argument of Lightning's `DeepSpeedStrategy` (stage, offload_optimizer, offload_parameters,
+        config, ...)."""
+        if not deepspeed_available():
+            raise UserError(f"the DeepSpeed strategy needs the deepspeed package; install it with {INSTALL_HINT}")
+        super().__init__(*args, **kwargs)
+
+    @property
+    def _on_cpu(self) -> bool:
+        return isinstance(self.accelerator, CPUAccelerator)
+
+    def setup_environment(self) -> None:
+        if self._on_cpu:
+            DDPStrategy.setup_environment(self)  # calls self.setup_distributed()
+        else:
+            super().setup_environment()
+
+    @property
+    def root_device(self) -> torch.device:
+        if self._on_cpu:
+            return torch.device("cpu", 0)
+        return super().root_device
+
+    def setup_distributed(self) -> None:
+        if not self._on_cpu:
+            return super().setup_distributed()
+        # The stock steps minus `_validate_device_index_selection`, which only makes sense for CUDA indices.
+        reset_seed()
+        self.set_world_ranks()
+        self._init_deepspeed_distributed()
+
+    # -- ZeRO-Offload: the optimizer step runs on the CPU, so it must be DeepSpeed's vectorised CPU Adam ----------
+    @property
+    def _offloads_optimizer(self) -> bool:
+        zero = (self.config or {}).get("zero_optimization") or {}
+        return (zero.get("offload_optimizer") or {}).get("device", "none") in ("cpu", "nvme")
+
+    def _init_optimizers(self):
+        optimizer, scheduler_config = super()._init_optimizers()
+        if not self._offloads_optimizer or type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW):
+            return optimizer, scheduler_config
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        defaults = optimizer.defaults
+        cpu_adam = DeepSpeedCPUAdam(
+            optimizer.param_groups,  # the same group dicts: per-group lr/weight decay (and a scheduler's) carry over
+            lr=defaults["lr"], betas=defaults["betas"], eps=defaults["eps"], weight_decay=defaults["weight_decay"],
+            adamw_mode=type(optimizer) is torch.optim.AdamW,
+        )
+        if scheduler_config is not None:
+            scheduler_config.scheduler.optimizer = cpu_adam
+        rank_zero_info(f"ZeRO-Offload: {type(optimizer).__name__} replaced by DeepSpeedCPUAdam with the same settings")
+        return cpu_adam, scheduler_config
