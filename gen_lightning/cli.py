@@ -5,7 +5,9 @@
 - `class_path` picks the DataModule and LightningModule: no registry of our own.
 - Every key is checked against the `__init__` type hints; a mistake is one line on stderr, exit 2.
 - Defaults: W&B logger (offline without an API key), `runs/` as the root folder, a checkpoint
-  callback keeping `last.ckpt` + the best by the family's metric (`--checkpoint.*` to change it).
+  callback keeping `last.ckpt` + the best by the family's metric (`--checkpoint.*` to change it),
+  and the dashboard callbacks: learning rates, throughput, GPU memory (`--lr_monitor.*`,
+  `--throughput.*`; docs/wandb.md).
 """
 
 from __future__ import annotations
@@ -16,9 +18,15 @@ from typing import Optional
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from gen_lightning.callbacks import GenCheckpoint, RunConfigSaver
+from gen_lightning.callbacks import GenCheckpoint, GenLearningRateMonitor, GenThroughput, GPUMemory, RunConfigSaver
+from gen_lightning.callbacks.divergence import DivergenceGuard
+from gen_lightning.callbacks.preemption import PreemptionCheckpoint
+from gen_lightning.callbacks.rng_state import RNGState
 from gen_lightning.cli_errors import condense, find_user_error
 from gen_lightning.errors import UserError
+from gen_lightning.preflight import check_checkpoint_family, check_checkpoint_fits, check_output_folders
+from gen_lightning.resume import resolve_last_checkpoint
+import gen_lightning.strategies  # noqa: F401,E402 - registers `strategy: ddp` as SubmoduleDDPStrategy (GAN-ready)
 
 PROG = "gen-lightning"
 
@@ -33,6 +41,30 @@ class _OneLineErrorParser(LightningArgumentParser):
 class GenLightningCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(GenCheckpoint, "checkpoint")
+        # What a W&B dashboard shows without any code (docs/wandb.md): always on, set with --<key>.*
+        parser.add_lightning_class_args(GenLearningRateMonitor, "lr_monitor")
+        parser.add_lightning_class_args(GenThroughput, "throughput")
+        parser.add_lightning_class_args(GPUMemory, "gpu_memory")
+        # Reliability (docs/reliability.md): NaN/Inf guard, save-on-signal, RNG state in checkpoints.
+        parser.add_lightning_class_args(DivergenceGuard, "divergence")
+        parser.add_lightning_class_args(PreemptionCheckpoint, "preemption")
+        parser.add_lightning_class_args(RNGState, "rng_state")
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning reads the model's hyperparameters (and class) from --ckpt_path here, so first:
+        # `last` -> the run's file (the logger's run id with it), and one line for a bad or foreign file.
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            resolve_last_checkpoint(self.config[subcommand])
+            check_checkpoint_family(self.config[subcommand].get("ckpt_path"), self.config[subcommand].get("model"))
+        super()._parse_ckpt_path()
+
+    def _preflight(self) -> None:
+        check_output_folders(self.trainer)
+        check_checkpoint_fits(self.config_init[self.subcommand].get("ckpt_path"), self.model)
+
+    # Before anything is written: unwritable output folders, unreadable or foreign checkpoints.
+    before_fit = before_validate = before_test = before_predict = _preflight
 
 
 def _trainer_defaults() -> dict:
@@ -43,8 +75,9 @@ def _trainer_defaults() -> dict:
     return {"default_root_dir": "runs", "logger": lazy_instance(GenWandbLogger)}
 
 
-def build_cli(args: Optional[list[str]] = None, run: bool = True) -> GenLightningCLI:
-    return GenLightningCLI(
+def build_cli(args: Optional[list[str]] = None, run: bool = True,
+              cli_class: type[GenLightningCLI] = GenLightningCLI) -> GenLightningCLI:
+    return cli_class(
         model_class=LightningModule,
         datamodule_class=LightningDataModule,
         subclass_mode_model=True,

@@ -18,6 +18,8 @@ from urllib.parse import urlparse
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
+from gen_lightning.errors import UserError
+
 
 def has_wandb_credentials() -> bool:
     """True when wandb could authenticate: an API key in the environment or in ~/.netrc."""
@@ -72,7 +74,11 @@ class GenWandbLogger(WandbLogger):
                 f"W&B: no API key found, logging offline under {save_dir}/wandb; upload later with "
                 f"`wandb sync {save_dir}/wandb/offline-run-*` (after `wandb login`)"
             )
-        os.makedirs(save_dir, exist_ok=True)
+        try:
+            os.makedirs(save_dir, exist_ok=True)
+        except OSError as err:  # before training, not at the first checkpoint hours later
+            raise UserError(f"logger save_dir '{save_dir}' is not a writable folder ({err.strerror or err}); "
+                            f"choose another folder or fix its permissions") from None
         # `offline=False` to Lightning and the mode straight to wandb.init: Lightning would otherwise
         # set WANDB_MODE for the whole process (and its children) and refuse log_model offline, although
         # an offline wandb run records artifacts and `wandb sync` uploads them.
@@ -81,6 +87,22 @@ class GenWandbLogger(WandbLogger):
             notes=notes, log_model=log_model, id=id, entity=entity, mode=mode,
         )
         self._wandb_init.pop("anonymous", None)  # deprecated in wandb; passing None still warns
+
+    @property
+    def experiment(self):
+        """Lightning's W&B run, but a server that cannot be reached means offline, not a dead run."""
+        import wandb
+
+        try:
+            return WandbLogger.experiment.fget(self)
+        except wandb.errors.CommError as err:
+            if self._experiment is not None or self._wandb_init.get("mode") != "online":
+                raise
+            save_dir = self._wandb_init.get("dir")
+            rank_zero_warn(f"W&B: cannot reach the server ({str(err).splitlines()[0][:200]}); logging offline under "
+                           f"{save_dir}/wandb instead, upload later with `wandb sync {save_dir}/wandb/offline-run-*`")
+            self._wandb_init["mode"] = "offline"
+            return WandbLogger.experiment.fget(self)
 
     @property
     def mode(self) -> str:

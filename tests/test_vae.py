@@ -75,3 +75,14 @@ def test_vae_learns_on_digits(cli):
     assert (run / "config.yaml").is_file(), "the merged config is saved with the run"
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert list((run / "checkpoints").glob("best-*.ckpt")), "best checkpoint by val/elbo"
+
+
+def test_best_checkpoint_is_written_when_max_steps_ends_on_a_validation(cli):
+    result = cli(
+        "fit", "--config", CONFIGS / "vae" / "mlp_digits.yaml", "--trainer.logger", "false",
+        "--trainer.max_steps", "10", "--trainer.val_check_interval", "10", timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoints = cli.cwd / "runs" / "checkpoints"
+    assert (checkpoints / "best-step=10.ckpt").is_file(), sorted(p.name for p in checkpoints.iterdir())
+    assert (checkpoints / "last.ckpt").is_file()

@@ -36,6 +36,7 @@ class GenCheckpoint(ModelCheckpoint):
         filename: Optional[str] = None,
     ) -> None:
         self._user_monitor = monitor is not None
+        self._last_refreshed_step = -1  # step of the last `last.ckpt` written outside Lightning's own saves
         super().__init__(
             dirpath=dirpath, monitor=monitor, mode=mode, save_top_k=save_top_k, save_last=save_last,
             every_n_train_steps=every_n_train_steps, every_n_epochs=every_n_epochs, filename=filename,
@@ -55,7 +56,29 @@ class GenCheckpoint(ModelCheckpoint):
             strategy.checkpoint_io = AtomicCheckpointIO()
         super().setup(trainer, pl_module, stage)
 
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        # The step that reaches max_steps is saved here, where Lightning's own step checkpoints are
+        # taken: by on_train_end the loops have closed the epoch, and a run resumed from that state
+        # counts the epoch twice (measured: its next epoch gets another shuffle than an uninterrupted run).
+        # Lightning 2.6 defers step checkpoints until the monitored (validation) metric exists, so
+        # `every_n_train_steps` alone never refreshed last.ckpt between validations: do it here.
+        n = self._every_n_train_steps
+        periodic = n >= 1 and trainer.global_step % n == 0
+        if self.save_last and (periodic or 0 < trainer.max_steps <= trainer.global_step) and not trainer.sanity_checking:
+            if trainer.global_step not in (self._last_global_step_saved, self._last_refreshed_step):
+                self._refresh_last(trainer)
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
-        if self.save_last and not trainer.sanity_checking and self._last_global_step_saved != trainer.global_step:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if self.save_last and not trainer.sanity_checking:
+            if trainer.global_step not in (self._last_global_step_saved, self._last_refreshed_step):
+                self._refresh_last(trainer)
+
+    def _refresh_last(self, trainer: L.Trainer) -> None:
+        # Writing last.ckpt must not mark the step as saved for the best-k logic: the validation that
+        # ends this same step (e.g. max_steps on a validation step) would then skip its best checkpoint.
+        previous = self._last_global_step_saved
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        self._last_global_step_saved = previous
+        self._last_refreshed_step = trainer.global_step

@@ -12,9 +12,32 @@ from typing import Optional
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from gen_lightning.errors import UserError
+
+
+class EpochShuffleSampler(RandomSampler):
+    """A shuffle whose order is a function of (seed, epoch) alone, like DistributedSampler's.
+
+    A chained generator makes epoch k's order depend on every draw before it; measured: a run resumed
+    in epoch 0 then saw another epoch-1 order than the uninterrupted run. Lightning calls set_epoch,
+    and under DDP replaces this sampler by its DistributedSampler (it is a RandomSampler), which
+    orders by (seed, epoch) the same way.
+    """
+
+    def __init__(self, data_source: Dataset, seed: int) -> None:
+        super().__init__(data_source)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        yield from torch.randperm(len(self.data_source), generator=generator).tolist()
 
 
 class GenDataModule(L.LightningDataModule):
@@ -43,16 +66,19 @@ class GenDataModule(L.LightningDataModule):
     def _loader(self, dataset: Optional[Dataset], shuffle: bool, drop_last: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() has not been called")
-        return DataLoader(
+        # Stateful: Lightning saves the loader's position in every checkpoint, so a
+        # run resumed mid-epoch sees the very batches it would have seen, not the epoch's start again.
+        return StatefulDataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=EpochShuffleSampler(dataset, self.seed) if shuffle else None,
             drop_last=drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
-            # A seeded generator makes the shuffle order a function of `seed` (and the epoch).
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            # Its own generator for the workers' base seed: drawn from the global one, each new epoch
+            # would shift the model's noise (GAN z, VAE eps, dropout) and a resumed run would diverge.
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:

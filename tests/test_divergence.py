@@ -1,0 +1,89 @@
+"""A NaN/Inf loss stops the run with one line (step + loss) before it touches the weights, or, with
+--divergence.skip_bad_steps, the bad steps are dropped and training goes on."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gen_lightning.cli import main
+from gen_lightning.models import VAEModule
+from tests.conftest import CONFIGS
+
+TINY_VAE = ["fit", "--config", str(CONFIGS / "vae/mlp_digits.yaml"), "--model.hidden_dim", "16",
+            "--model.latent_dim", "2", "--data.batch_size", "64", "--trainer.enable_progress_bar", "false",
+            "--trainer.enable_model_summary", "false", "--trainer.logger", "false",
+            "--trainer.limit_val_batches", "1", "--trainer.callbacks", "[]"]
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["gen-lightning"])
+    return tmp_path
+
+
+def _poison_steps(monkeypatch, bad_steps: set[int]) -> None:
+    """The loss of the given global steps becomes NaN (as after an overflow in the forward pass)."""
+    real = VAEModule.training_step
+
+    def training_step(self, batch, batch_idx):
+        loss = real(self, batch, batch_idx)
+        return loss * float("nan") if self.global_step in bad_steps else loss
+
+    monkeypatch.setattr(VAEModule, "training_step", training_step)
+
+
+def _all_finite(ckpt: dict) -> bool:
+    return all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+
+
+def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(in_tmp, monkeypatch, capsys):
+    _poison_steps(monkeypatch, {5})
+    with pytest.raises(SystemExit) as exit_info:
+        main([*TINY_VAE, "--trainer.max_steps", "20", "--checkpoint.every_n_train_steps", "2"])
+    assert exit_info.value.code == 2
+    err_lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("gen-lightning: error:")]
+    assert len(err_lines) == 1
+    assert "training diverged at step 5: loss = nan" in err_lines[0]
+    last = torch.load(in_tmp / "runs/checkpoints/last.ckpt", weights_only=True)
+    assert last["global_step"] == 4 and _all_finite(last)  # the step-4 state, written before the bad step
+
+
+def test_skip_bad_steps_drops_them_and_training_goes_on(in_tmp, monkeypatch):
+    _poison_steps(monkeypatch, {3, 4})
+    main([*TINY_VAE, "--trainer.max_steps", "8", "--divergence.skip_bad_steps", "2",
+          "--checkpoint.every_n_train_steps", "1", "--checkpoint.save_top_k", "-1",
+          "--checkpoint.filename", "{step}", "--checkpoint.monitor", "train/loss"])
+    ckpts = in_tmp / "runs/checkpoints"
+    last = torch.load(ckpts / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 8 and _all_finite(last)
+    # Steps 3 and 4 (global_step when they start) changed nothing: the weights they leave (checkpoint
+    # step=5) are those after step 2 (checkpoint step=3) ...
+    after = {s: torch.load(ckpts / f"step={s}.ckpt", weights_only=True)["state_dict"] for s in (3, 5, 6)}
+    assert all(torch.equal(after[3][k], after[5][k]) for k in after[3])
+    # ... and the next good step trains again.
+    assert any(not torch.equal(after[5][k], after[6][k]) for k in after[5])
+
+
+def test_too_many_bad_steps_in_a_row_still_stop(in_tmp, monkeypatch, capsys):
+    _poison_steps(monkeypatch, {2, 3, 4})
+    with pytest.raises(SystemExit):
+        main([*TINY_VAE, "--trainer.max_steps", "8", "--divergence.skip_bad_steps", "2"])
+    err = capsys.readouterr().err
+    assert "training diverged at step 4: loss = nan" in err and "(3 bad steps in a row)" in err
+
+
+def test_absurd_learning_rate_through_the_cli(cli):
+    """The real case: lr 1e6 overflows within a few steps; one line, exit 2, no traceback."""
+    result = cli(*TINY_VAE, "--trainer.max_steps", "50", "--model.lr", "1e6", "--trainer.default_root_dir", "out")
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [ln for ln in result.stderr.splitlines() if "training diverged" in ln]
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    step = int(lines[0].split("at step ")[1].split(":")[0])
+    assert 0 <= step < 50
+    loss = lines[0].split("loss = ")[1].split(",")[0]
+    assert not math.isfinite(float(loss)) or "non-finite" in lines[0]
