@@ -55,7 +55,7 @@ def test_resume_gives_the_same_parameters(tmp_path, monkeypatch, family, half, t
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["gen-lightning"])  # LightningCLI warns when pytest's own args are there
-    args = {"vae": VAE, "gan": GAN, "gpt": GPT}[family]
+    args = {"vae": VAE, "gpt": GPT}[family]
     _fit(tmp_path / "straight", total, args)
     _fit(tmp_path / "resumed", half, args)
     first_half = torch.load(tmp_path / "resumed/checkpoints/last.ckpt", weights_only=True)
@@ -74,19 +74,25 @@ def test_resume_gives_the_same_parameters(tmp_path, monkeypatch, family, half, t
     assert moved > 1e-4
 
 
+# 2 ranks: 12 VAE steps per epoch (8 + 8 crosses the boundary); GPT halves cross a validation.
+# The GAN is not here: under 2-process DDP its resume is close but not exact (2e-3 on the tiny MLP
+# GAN, measured), an open item in docs/reliability.md.
 @pytest.mark.slow
-def test_resume_is_exact_under_two_process_ddp(tmp_path):
+@pytest.mark.parametrize(("family", "half", "total"), [("vae", 8, 16), ("gpt", 6, 12)])
+def test_resume_is_exact_under_two_process_ddp(tmp_path, family, half, total):
     env = cli_env()
     ddp = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
+    args = {"vae": VAE, "gpt": GPT}[family]
+    if family == "gpt":
+        args = [*args, "--trainer.val_check_interval", "4"]
 
     def fit(root, steps, *extra):
-        result = run_cli(["fit", *VAE, *QUIET, *ddp, "--trainer.default_root_dir", root,
+        result = run_cli(["fit", *args, *QUIET, *ddp, "--trainer.default_root_dir", root,
                           "--trainer.max_steps", steps, *extra], tmp_path, timeout=240, env=env)
         assert result.returncode == 0, result.stderr[-3000:]
 
-    # 2 ranks: 12 steps per epoch; 8 + 8 crosses the boundary.
-    fit("straight", 16)
-    fit("resumed", 8)
-    fit("resumed", 16, "--ckpt_path", "last")
+    fit("straight", total)
+    fit("resumed", half)
+    fit("resumed", total, "--ckpt_path", "last")
     diff, _, _ = _max_difference(tmp_path / "straight/checkpoints/last.ckpt", tmp_path / "resumed/checkpoints/last.ckpt")
     assert diff <= 1e-6, f"2-process DDP: parameters differ by {diff} after resume"
