@@ -55,7 +55,7 @@ def test_resume_gives_the_same_parameters(tmp_path, monkeypatch, family, half, t
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["gen-lightning"])  # LightningCLI warns when pytest's own args are there
-    args = {"vae": VAE, "gpt": GPT}[family]
+    args = {"vae": VAE, "gan": GAN, "gpt": GPT}[family]
     _fit(tmp_path / "straight", total, args)
     _fit(tmp_path / "resumed", half, args)
     first_half = torch.load(tmp_path / "resumed/checkpoints/last.ckpt", weights_only=True)
