@@ -1,5 +1,6 @@
 """DeepSpeed ZeRO-2 and ZeRO-3 on two CPU processes (gloo), through the real CLI and the shipped trainer
-configs: train, save (a folder of per-rank shards), resume (VAE), convert to one fp32 .ckpt, load it back.
+configs: train, save (a folder of per-rank shards), resume (VAE, GAN), convert to one fp32 .ckpt, load it back.
+The GAN runs one engine per network (gen_lightning/strategies/deepspeed_engines.py).
 
 Two ranks with the same seed and data make ZeRO-2 and ZeRO-3 compute the same updates, so the two
 converted checkpoints must hold the same weights: that checks that the stage-3 shards were gathered
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import CONFIGS, run_cli
+from tests.conftest import CONFIGS, REPO, cli_env, run_cli
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("deepspeed") is None,
@@ -23,12 +24,17 @@ pytestmark = pytest.mark.skipif(
 
 QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
          "--trainer.enable_model_summary", "false"]
-FIRST_STEPS, RESUMED_STEPS = 3, 5
+FIRST_STEPS, RESUMED_STEPS = 4, 6  # even: a GAN batch is 2 optimizer steps (D and G)
 
 
 def experiment_args(family: str, folder: Path) -> list:
     if family == "vae":
         return ["--config", CONFIGS / "vae" / "mlp_digits.yaml", "--data.batch_size", 32, "--model.hidden_dim", 64]
+    if family == "gan":
+        # EMA (state outside both engines), clipping (handed to the engines) and each rank's parameters saved.
+        return ["--config", CONFIGS / "gan" / "mlp_digits.yaml", "--data.batch_size", 32, "--model.width", 8,
+                "--model.ema_decay", 0.9, "--model.grad_clip", 1.0,
+                "--trainer.callbacks+=tests.test_gan_cli.RankParameters"]
     corpus = folder / "corpus.py"
     corpus.write_text("".join(f"def f{i}(x):\n    return x * {i}\n\n" for i in range(2000)))
     return ["--config", CONFIGS / "gpt" / "nano_stdlib.yaml", "--data.corpus", corpus, "--data.cache_dir",
@@ -40,7 +46,7 @@ def fit(stage: int, family: str, folder: Path, steps: int, *extra) -> str:
         ["fit", "--config", CONFIGS / "trainer" / f"deepspeed_stage{stage}.yaml", *experiment_args(family, folder),
          "--trainer.accelerator", "cpu", "--trainer.devices", 2, "--trainer.max_steps", steps,
          "--trainer.val_check_interval", steps, "--trainer.limit_val_batches", 2, *QUIET, *extra],
-        folder, timeout=400,
+        folder, timeout=400, env=cli_env(PYTHONPATH=str(REPO)),  # the GAN run imports a test callback
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
@@ -49,14 +55,15 @@ def fit(stage: int, family: str, folder: Path, steps: int, *extra) -> str:
 
 class ZeroRun:
     """One family trained under one ZeRO stage: FIRST_STEPS, then (resume=True) resumed to RESUMED_STEPS,
-    then converted. The GPT skips the resume: the strategy code it exercises is the VAE's, and CI time counts."""
+    then converted. The GPT skips the resume: the one-engine code it exercises is the VAE's, and CI time counts."""
 
     def __init__(self, family: str, stage: int, folder: Path) -> None:
         self.family, self.stage, self.folder = family, stage, folder
-        self.resume = family == "vae"
+        self.resume = family in ("vae", "gan")
         self.last = folder / "runs" / "checkpoints" / "last.ckpt"
         self.first_output = fit(stage, family, folder, FIRST_STEPS)
-        self.shards_after_first = sorted(p.name for p in (self.last / "checkpoint").iterdir())
+        tags = ["generator", "discriminator"] if family == "gan" else ["checkpoint"]
+        self.shards_after_first = {tag: sorted(p.name for p in (self.last / tag).iterdir()) for tag in tags}
         if self.resume:
             self.resumed_output = fit(stage, family, folder, RESUMED_STEPS, "--ckpt_path", self.last)
         result = run_cli(["convert", self.last], folder, timeout=200)
@@ -77,23 +84,24 @@ def zero_run(tmp_path_factory):
 
 
 def module_class(family: str):
-    from gen_lightning.models import GPTModule, VAEModule
+    from gen_lightning.models import GANModule, GPTModule, VAEModule
 
-    return {"vae": VAEModule, "gpt": GPTModule}[family]
+    return {"vae": VAEModule, "gan": GANModule, "gpt": GPTModule}[family]
 
 
-@pytest.mark.parametrize("family, stage", [("vae", 2), ("vae", 3), ("gpt", 3)])
+@pytest.mark.parametrize("family, stage", [("vae", 2), ("vae", 3), ("gan", 2), ("gan", 3), ("gpt", 3)])
 def test_zero_trains_on_two_cpu_processes_saves_resumes_and_converts(zero_run, family, stage):
     run = zero_run(family, stage)
     assert "MEMBER: 1/2" in run.first_output and "MEMBER: 2/2" in run.first_output
-    # A DeepSpeed checkpoint is a folder; each rank wrote its own shard of the optimizer state (and, in
-    # stage 3, of the parameters).
+    # A DeepSpeed checkpoint is a folder (the GAN's: one sub-folder per network, each its own engine); each
+    # rank wrote its own shard of the optimizer state (and, in stage 3, of the parameters).
     expected = {f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in (0, 1)}
     if stage == 3:
         expected |= {f"zero_pp_rank_{r}_mp_rank_00_model_states.pt" for r in (0, 1)}
     else:
         expected |= {"mp_rank_00_model_states.pt"}
-    assert set(run.shards_after_first) == expected
+    for tag, shards in run.shards_after_first.items():
+        assert set(shards) == expected, tag
 
     converted = torch.load(run.converted, map_location="cpu", weights_only=False)
     if run.resume:
@@ -103,27 +111,42 @@ def test_zero_trains_on_two_cpu_processes_saves_resumes_and_converts(zero_run, f
         assert converted["global_step"] == FIRST_STEPS
     cls = module_class(family)
     model = cls.load_from_checkpoint(run.converted, map_location="cpu")  # strict: every key, full shapes
-    assert all(v.dtype == torch.float32 and v.numel() > 0 for v in converted["state_dict"].values())
+    assert all(v.dtype == torch.float32 and v.numel() > 0 for k, v in converted["state_dict"].items()
+               if not k.endswith("n_averaged"))
     with torch.no_grad():
-        if family == "vae":
+        if family in ("vae", "gan"):
             out = model.sample(4, generator=torch.Generator().manual_seed(0))
             assert out.shape == (4, 1, 28, 28) and out.isfinite().all()
         else:
             logits = model(torch.randint(0, 257, (2, 16)))
             assert logits.shape[-1] == 257 and logits.isfinite().all()
+    if family == "gan":
+        # The EMA generator lives outside both engines: it travelled with the Lightning state, and it moved.
+        assert "generator_ema.n_averaged" in converted["state_dict"]
+        assert int(converted["state_dict"]["generator_ema.n_averaged"]) == RESUMED_STEPS // 2  # 1 G step per batch
+        # G and D are the same on both ranks at the end (each rank's full weights, gathered under ZeRO-3) and
+        # equal to the converted checkpoint.
+        rank0, rank1 = (torch.load(run.folder / f"rank{r}_params.pt") for r in (0, 1))
+        assert {k.split(".")[0] for k in rank0} == {"generator", "discriminator", "generator_ema"}
+        for key in rank0:
+            assert torch.equal(rank0[key], rank1[key]), key
+            torch.testing.assert_close(converted["state_dict"][key], rank0[key], msg=key)
 
 
-def test_zero3_gathers_the_same_weights_as_zero2(zero_run):
-    zero2 = torch.load(zero_run("vae", 2).converted, map_location="cpu", weights_only=False)["state_dict"]
-    zero3 = torch.load(zero_run("vae", 3).converted, map_location="cpu", weights_only=False)["state_dict"]
+@pytest.mark.parametrize("family", ["vae", "gan"])
+def test_zero3_gathers_the_same_weights_as_zero2(zero_run, family):
+    zero2 = torch.load(zero_run(family, 2).converted, map_location="cpu", weights_only=False)["state_dict"]
+    zero3 = torch.load(zero_run(family, 3).converted, map_location="cpu", weights_only=False)["state_dict"]
     assert zero2.keys() == zero3.keys()
     for key in zero2:
         torch.testing.assert_close(zero3[key], zero2[key], rtol=1e-4, atol=1e-5, msg=key)
     # ... and stage 2's conversion agrees with the full fp32 module DeepSpeed saved beside the shards.
-    module = torch.load(zero_run("vae", 2).last / "checkpoint" / "mp_rank_00_model_states.pt",
-                        map_location="cpu", weights_only=False)["module"]
-    for key, value in zero2.items():
-        torch.testing.assert_close(value, module[key].float(), msg=key)
+    for tag in ["generator", "discriminator"] if family == "gan" else ["checkpoint"]:
+        module = torch.load(zero_run(family, 2).last / tag / "mp_rank_00_model_states.pt",
+                            map_location="cpu", weights_only=False)["module"]
+        prefix = "" if tag == "checkpoint" else f"{tag}."
+        for key, value in module.items():
+            torch.testing.assert_close(zero2[prefix + key], value.float(), msg=key)
 
 
 def test_convert_rejects_what_is_not_a_zero_checkpoint(tmp_path):

@@ -134,15 +134,39 @@ def test_ema_generator_is_used_for_sampling_and_saved_in_the_checkpoint(tmp_path
         assert torch.equal(v, ema[k])
 
 
-def test_gan_refuses_deepspeed_before_training_and_points_to_ddp():
-    class AnyDeepSpeed(DeepSpeedStrategy):  # the real one needs deepspeed and a GPU to construct
-        def __init__(self) -> None:
-            pass
+class StockDeepSpeed(DeepSpeedStrategy):  # the real one needs deepspeed (and a GPU) to construct
+    def __init__(self) -> None:
+        self.config = {}
 
+
+def test_gan_refuses_lightnings_own_deepspeed_and_points_to_the_per_network_one():
     model = GANModule(net="mlp", image_size=16, width=4)
-    model._trainer = SimpleNamespace(strategy=AnyDeepSpeed(), datamodule=None)
-    with pytest.raises(UserError, match=r"DeepSpeed.*--trainer.strategy ddp"):
+    model._trainer = SimpleNamespace(strategy=StockDeepSpeed(), datamodule=None)
+    with pytest.raises(UserError, match=r"steps two.*configs/trainer/deepspeed_stage2.yaml"):
         model.setup("fit")
+
+
+def test_gan_hands_its_gradient_clipping_to_per_network_deepspeed_engines():
+    class PerNetworkDeepSpeed(StockDeepSpeed):
+        def _network_names(self):
+            return ("generator", "discriminator")
+
+    strategy = PerNetworkDeepSpeed()
+    model = GANModule(net="mlp", image_size=16, width=4, grad_clip=0.5)
+    model._trainer = SimpleNamespace(strategy=strategy, datamodule=None)
+    model.setup("fit")
+    assert strategy.config == {"gradient_clipping": 0.5}
+
+
+def test_training_only_freezes_the_other_network_and_restores_it():
+    model = GANModule(net="mlp", image_size=16, width=4)
+    next(model.discriminator.parameters()).requires_grad_(False)  # frozen by the user: stays frozen after
+    with model.training_only("generator"):
+        assert all(p.requires_grad for p in model.generator.parameters())
+        assert not any(p.requires_grad for p in model.discriminator.parameters())
+    assert all(p.requires_grad for p in model.generator.parameters())
+    flags = [p.requires_grad for p in model.discriminator.parameters()]
+    assert flags.count(False) == 1 and len(flags) > 1
 
 
 def test_conditional_gan_checks_the_number_of_classes_of_the_data():

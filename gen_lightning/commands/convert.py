@@ -15,7 +15,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from gen_lightning.errors import UserError
+
 
 
 def default_output(checkpoint_dir: Path) -> Path:
@@ -27,9 +30,11 @@ def check_zero_checkpoint(checkpoint_dir: Path) -> None:
         raise UserError(f"'{checkpoint_dir}' does not exist; give the checkpoint folder a DeepSpeed run wrote")
     if checkpoint_dir.is_file():
         raise UserError(f"'{checkpoint_dir}' is already a single-file checkpoint; only DeepSpeed checkpoint folders need converting")
-    if not (checkpoint_dir / "latest").is_file():
+    from gen_lightning.strategies.deepspeed_engines import ENGINES_FILE
+
+    if not (checkpoint_dir / "latest").is_file() and not (checkpoint_dir / ENGINES_FILE).is_file():
         raise UserError(
-            f"'{checkpoint_dir}' is not a DeepSpeed checkpoint folder (no 'latest' file in it); give a `*.ckpt` "
+            f"'{checkpoint_dir}' is not a DeepSpeed checkpoint folder (no 'latest' or {ENGINES_FILE} file in it); give a `*.ckpt` "
             f"folder from the checkpoints/ of a run trained with a deepspeed_* trainer config"
         )
 
@@ -37,6 +42,7 @@ def check_zero_checkpoint(checkpoint_dir: Path) -> None:
 def convert(checkpoint_dir: str | Path, output: str | Path | None = None) -> Path:
     """Write the fp32 single-file checkpoint and return its path."""
     from gen_lightning.strategies.deepspeed_cpu import INSTALL_HINT, deepspeed_available
+    from gen_lightning.strategies.deepspeed_engines import ENGINES_FILE
 
     checkpoint_dir = Path(checkpoint_dir)
     check_zero_checkpoint(checkpoint_dir)
@@ -48,9 +54,34 @@ def convert(checkpoint_dir: str | Path, output: str | Path | None = None) -> Pat
     output.parent.mkdir(parents=True, exist_ok=True)
     # Write beside the target and rename: an interrupted conversion never leaves a truncated .ckpt behind.
     partial = output.with_name(output.name + ".partial")
-    convert_zero_checkpoint_to_fp32_state_dict(str(checkpoint_dir), str(partial))
+    if (checkpoint_dir / ENGINES_FILE).is_file():
+        torch.save(gather_per_network_checkpoint(checkpoint_dir), partial)
+    else:
+        convert_zero_checkpoint_to_fp32_state_dict(str(checkpoint_dir), str(partial))
     partial.replace(output)
     return output
+
+
+def gather_per_network_checkpoint(checkpoint_dir: Path) -> dict:
+    """A Lightning checkpoint dict from a folder of per-network engines (gen_lightning.strategies.deepspeed_engines):
+    each network's fp32 weights under its name, plus the state outside the engines and the Lightning state
+    that the first engine carries as its client state."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint, get_model_state_file
+
+    from gen_lightning.strategies.deepspeed_engines import ENGINES_FILE, LIGHTNING_STATE_KEY
+
+    names = (checkpoint_dir / ENGINES_FILE).read_text().split()
+    state_dict = {}
+    for name in names:
+        network = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=name)
+        state_dict.update({f"{name}.{key}": value for key, value in network.items()})
+    first = checkpoint_dir / names[0]
+    stage3 = any(first.glob("zero_pp_rank_*_model_states.pt"))
+    # DeepSpeed's own files hold more than tensors (its config objects): trusted here, they are our run's output.
+    client = torch.load(get_model_state_file(str(first), 3 if stage3 else 2), map_location="cpu", weights_only=False)
+    checkpoint = client[LIGHTNING_STATE_KEY]
+    checkpoint["state_dict"] = {**checkpoint.get("state_dict", {}), **state_dict}
+    return checkpoint
 
 
 def main(argv: list[str]) -> int:

@@ -1,7 +1,7 @@
 """GANModule: a generator and a discriminator trained in turn, by hand (manual optimization).
 
 One training batch = `n_critic` discriminator steps (each on the same real images, fresh noise each
-time) followed by one generator step. Each step freezes the other network (`toggled_optimizer`),
+time) followed by one generator step. Each step freezes the other network (`training_only`),
 clips gradients itself when `grad_clip > 0` (Lightning's Trainer clipping is for automatic
 optimization only) and goes through Lightning's optimizer wrapper, so precision plugins and
 strategies see every step.
@@ -10,8 +10,9 @@ Step counting: Lightning's `global_step` counts optimizer steps, and with manual
 optimizers count. One batch therefore advances `global_step` by n_critic + 1, and `trainer.max_steps`
 is a budget of optimizer steps: generator steps = max_steps / (n_critic + 1). See docs/gan.md.
 
-Under DDP the nets are wrapped one by one (gen_lightning.strategies.submodule_ddp): each step runs the
-network it trains through `ddp_unit(...)`, everything else calls the plain networks.
+Under DDP the nets are wrapped one by one (gen_lightning.strategies.submodule_ddp), under DeepSpeed each
+gets its own engine (gen_lightning.strategies.deepspeed_engines): each step runs the network it trains
+through `ddp_unit(...)`, everything else calls the plain networks.
 
 Logged: train/d_loss (with penalties), train/g_loss, train/d_real and train/d_fake (mean raw scores),
 train/gp, train/r1 when used; val/d_loss, val/d_real, val/d_fake on held-out images vs samples. A
@@ -22,7 +23,8 @@ checkpoint callback keeps the latest and `last.ckpt`.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from contextlib import contextmanager
+from typing import Iterator, Literal, Optional
 
 import lightning as L
 import torch
@@ -39,6 +41,7 @@ from gen_lightning.models.gan_losses import (
 from gen_lightning.models.image_family import check_image_shape
 from gen_lightning.models.nets.gan_nets import build_gan_nets
 from gen_lightning.strategies import ddp_unit
+from gen_lightning.strategies.sharding import full_parameters
 
 
 class GANModule(L.LightningModule):
@@ -132,14 +135,15 @@ class GANModule(L.LightningModule):
             d_logs = self.discriminator_step(opt_d, real, labels)
         g_loss = self.generator_step(opt_g, real.shape[0], labels)
         if self.generator_ema is not None:
-            self.generator_ema.update_parameters(self.generator)
+            with full_parameters(self.generator):  # ZeRO-3 keeps only a shard of each weight per rank
+                self.generator_ema.update_parameters(self.generator)
         self.log_dict({**d_logs, "train/g_loss": g_loss}, on_step=True, on_epoch=False)
         self.log("d_loss", d_logs["train/d_loss"], prog_bar=True, logger=False)
         self.log("g_loss", g_loss, prog_bar=True, logger=False)
 
     def discriminator_step(self, opt, real: torch.Tensor, labels: Optional[torch.Tensor]) -> dict:
         hp = self.hparams
-        with self.toggled_optimizer(opt):
+        with self.training_only("discriminator"):
             with torch.no_grad():
                 fake = self.generator(self.noise(real.shape[0]), labels)
             discriminator = ddp_unit(self, "discriminator")
@@ -161,12 +165,28 @@ class GANModule(L.LightningModule):
         return logs
 
     def generator_step(self, opt, batch_size: int, labels: Optional[torch.Tensor]) -> torch.Tensor:
-        with self.toggled_optimizer(opt):  # freezes D: the G loss flows through it, D is not updated
+        with self.training_only("generator"):  # freezes D: the G loss flows through it, D is not updated
             fake = ddp_unit(self, "generator")(self.noise(batch_size), labels)
             # The plain D: its gradients are not wanted, so its DDP wrapper must not wait for them.
             loss = generator_loss(self.hparams.loss, self.discriminator(fake, labels))
             self.optimize(opt, loss)
         return loss.detach()
+
+    @contextmanager
+    def training_only(self, name: str) -> Iterator[None]:
+        """Freeze every network but `name` for one step, as Lightning's `toggled_optimizer` does; done here on
+        the networks rather than on optimizer parameter groups because DeepSpeed's ZeRO optimizers hold flat
+        shards, not the networks' parameters."""
+        others = [getattr(self, other) for other in self.ddp_submodules if other != name]
+        saved = [[p.requires_grad for p in net.parameters()] for net in others]
+        for net in others:
+            net.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for net, flags in zip(others, saved):
+                for p, flag in zip(net.parameters(), flags):
+                    p.requires_grad_(flag)
 
     def optimize(self, opt, loss: torch.Tensor) -> None:
         opt.zero_grad(set_to_none=True)
@@ -190,7 +210,7 @@ class GANModule(L.LightningModule):
     # -- Lightning plumbing -----------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         check_image_shape(self, self.image_shape)
-        refuse_deepspeed(self)
+        use_deepspeed_clipping(self)
         datamodule = getattr(self.trainer, "datamodule", None)
         data_classes = getattr(datamodule, "num_classes", None)
         if self.conditional and data_classes is not None and data_classes != self.hparams.num_classes:
@@ -206,13 +226,18 @@ class GANModule(L.LightningModule):
         return opt_g, opt_d
 
 
-def refuse_deepspeed(module: L.LightningModule) -> None:
-    """A GAN needs two optimizers, which Lightning's DeepSpeed strategy does not drive: refuse before
-    any engine is built, with the way out."""
+def use_deepspeed_clipping(module: GANModule) -> None:
+    """Under DeepSpeed the engines clip (Lightning's clip_gradients is a no-op there): hand them `grad_clip`.
+    Runs in `setup`, before the strategy builds its engines from its config."""
     from lightning.pytorch.strategies import DeepSpeedStrategy
 
-    if isinstance(getattr(module.trainer, "strategy", None), DeepSpeedStrategy):
+    strategy = getattr(module.trainer, "strategy", None)
+    if not isinstance(strategy, DeepSpeedStrategy):
+        return
+    if not hasattr(strategy, "_network_names"):  # Lightning's own strategy: one engine, one optimizer
         raise UserError(
-            "the GAN does not run under DeepSpeed yet: Lightning's DeepSpeed strategy drives one optimizer "
-            "and a GAN steps two (G and D); use --trainer.strategy ddp (configs/trainer/ddp.yaml) instead"
+            "Lightning's DeepSpeedStrategy drives one optimizer and a GAN steps two; use gen-lightning's "
+            "(configs/trainer/deepspeed_stage2.yaml: gen_lightning.strategies.DeepSpeedCPUStrategy, one engine per network)"
         )
+    if module.hparams.grad_clip > 0:
+        strategy.config["gradient_clipping"] = module.hparams.grad_clip

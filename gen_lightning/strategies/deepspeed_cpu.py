@@ -13,6 +13,9 @@ One addition for both devices: with ZeRO-Offload, DeepSpeed rejects a plain torc
 DeepSpeedCPUAdam") because the optimizer step then runs on the CPU, where torch's Adam is several times slower.
 The strategy rebuilds the module's Adam/AdamW as DeepSpeedCPUAdam with the same parameter groups and
 hyper-parameters, so model configs and `configure_optimizers` need no DeepSpeed-specific edits.
+
+And for modules that train several networks in turn (the GAN): one engine per network, see
+gen_lightning/strategies/deepspeed_engines.py.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from gen_lightning.errors import UserError
+from gen_lightning.strategies.deepspeed_engines import PerNetworkEngines
 
 INSTALL_HINT = "DS_BUILD_OPS=0 pip install --no-build-isolation deepspeed  (or pip install 'gen-lightning[deepspeed]')"
 
@@ -38,7 +42,7 @@ def deepspeed_available() -> bool:
     return True
 
 
-class DeepSpeedCPUStrategy(DeepSpeedStrategy):
+class DeepSpeedCPUStrategy(PerNetworkEngines, DeepSpeedStrategy):
     strategy_name = "deepspeed_cpu"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -80,8 +84,11 @@ class DeepSpeedCPUStrategy(DeepSpeedStrategy):
 
     def _init_optimizers(self):
         optimizer, scheduler_config = super()._init_optimizers()
+        return self._replace_optimizer(optimizer, [scheduler_config] if scheduler_config else []), scheduler_config
+
+    def _replace_optimizer(self, optimizer, schedulers: list):
         if not self._offloads_optimizer or type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW):
-            return optimizer, scheduler_config
+            return optimizer
         from deepspeed.ops.adam import DeepSpeedCPUAdam
 
         defaults = optimizer.defaults
@@ -90,7 +97,8 @@ class DeepSpeedCPUStrategy(DeepSpeedStrategy):
             lr=defaults["lr"], betas=defaults["betas"], eps=defaults["eps"], weight_decay=defaults["weight_decay"],
             adamw_mode=type(optimizer) is torch.optim.AdamW,
         )
-        if scheduler_config is not None:
-            scheduler_config.scheduler.optimizer = cpu_adam
+        for config in schedulers:
+            if config.scheduler.optimizer is optimizer:
+                config.scheduler.optimizer = cpu_adam
         rank_zero_info(f"ZeRO-Offload: {type(optimizer).__name__} replaced by DeepSpeedCPUAdam with the same settings")
-        return cpu_adam, scheduler_config
+        return cpu_adam
