@@ -55,10 +55,11 @@ def fit(stage: int, family: str, folder: Path, steps: int, *extra) -> str:
 
 class ZeroRun:
     """One family trained under one ZeRO stage: FIRST_STEPS, then (resume=True) resumed to RESUMED_STEPS,
-    then converted. The GPT skips the resume: the one-engine code it exercises is the VAE's, and CI time counts."""
+    then converted."""
 
     def __init__(self, family: str, stage: int, folder: Path) -> None:
         self.family, self.stage, self.folder = family, stage, folder
+        # The GPT is not resumed: its one-engine path is the VAE's, and each resume is one more 2-process run.
         self.resume = family in ("vae", "gan")
         self.last = folder / "runs" / "checkpoints" / "last.ckpt"
         self.first_output = fit(stage, family, folder, FIRST_STEPS)

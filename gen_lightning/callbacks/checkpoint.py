@@ -69,6 +69,16 @@ class GenCheckpoint(ModelCheckpoint):
             if trainer.global_step not in (self._last_global_step_saved, self._last_refreshed_step):
                 self._refresh_last(trainer)
 
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # max_steps reached mid-epoch: Lightning still "ends" the epoch, and a checkpoint taken now records it
+        # as processed though its batches were not all seen; the resumed run then shuffles its next epoch
+        # as epoch + 1 (measured on the GAN, whose metric-less checkpoints Lightning takes at epoch ends:
+        # 2-process DDP resumed 1e-3 off). The batch-end save above already holds this step.
+        stopped_mid_epoch = not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if 0 < trainer.max_steps <= trainer.global_step and stopped_mid_epoch:
+            return
+        super().on_train_epoch_end(trainer, pl_module)
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
         if self.save_last and not trainer.sanity_checking:
