@@ -147,9 +147,10 @@ def test_gan_refuses_lightnings_own_deepspeed_and_points_to_the_per_network_one(
 
 
 def test_gan_hands_its_gradient_clipping_to_per_network_deepspeed_engines():
-    class PerNetworkDeepSpeed(StockDeepSpeed):
-        def _network_names(self):
-            return ("generator", "discriminator")
+    from gen_lightning.strategies.deepspeed_engines import PerNetworkEngines
+
+    class PerNetworkDeepSpeed(PerNetworkEngines, StockDeepSpeed):
+        pass
 
     strategy = PerNetworkDeepSpeed()
     model = GANModule(net="mlp", image_size=16, width=4, grad_clip=0.5)

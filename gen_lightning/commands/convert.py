@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from gen_lightning.errors import UserError
-
+from gen_lightning.strategies.deepspeed_engines import ENGINES_FILE, LIGHTNING_STATE_KEY
 
 
 def default_output(checkpoint_dir: Path) -> Path:
@@ -30,8 +30,6 @@ def check_zero_checkpoint(checkpoint_dir: Path) -> None:
         raise UserError(f"'{checkpoint_dir}' does not exist; give the checkpoint folder a DeepSpeed run wrote")
     if checkpoint_dir.is_file():
         raise UserError(f"'{checkpoint_dir}' is already a single-file checkpoint; only DeepSpeed checkpoint folders need converting")
-    from gen_lightning.strategies.deepspeed_engines import ENGINES_FILE
-
     if not (checkpoint_dir / "latest").is_file() and not (checkpoint_dir / ENGINES_FILE).is_file():
         raise UserError(
             f"'{checkpoint_dir}' is not a DeepSpeed checkpoint folder (no 'latest' or {ENGINES_FILE} file in it); give a `*.ckpt` "
@@ -42,7 +40,6 @@ def check_zero_checkpoint(checkpoint_dir: Path) -> None:
 def convert(checkpoint_dir: str | Path, output: str | Path | None = None) -> Path:
     """Write the fp32 single-file checkpoint and return its path."""
     from gen_lightning.strategies.deepspeed_cpu import INSTALL_HINT, deepspeed_available
-    from gen_lightning.strategies.deepspeed_engines import ENGINES_FILE
 
     checkpoint_dir = Path(checkpoint_dir)
     check_zero_checkpoint(checkpoint_dir)
@@ -67,8 +64,6 @@ def gather_per_network_checkpoint(checkpoint_dir: Path) -> dict:
     each network's fp32 weights under its name, plus the state outside the engines and the Lightning state
     that the first engine carries as its client state."""
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint, get_model_state_file
-
-    from gen_lightning.strategies.deepspeed_engines import ENGINES_FILE, LIGHTNING_STATE_KEY
 
     names = (checkpoint_dir / ENGINES_FILE).read_text().split()
     state_dict = {}

@@ -41,6 +41,7 @@ from gen_lightning.models.gan_losses import (
 from gen_lightning.models.image_family import check_image_shape
 from gen_lightning.models.nets.gan_nets import build_gan_nets
 from gen_lightning.strategies import ddp_unit
+from gen_lightning.strategies.deepspeed_engines import PerNetworkEngines
 from gen_lightning.strategies.sharding import full_parameters
 
 
@@ -234,7 +235,7 @@ def use_deepspeed_clipping(module: GANModule) -> None:
     strategy = getattr(module.trainer, "strategy", None)
     if not isinstance(strategy, DeepSpeedStrategy):
         return
-    if not hasattr(strategy, "_network_names"):  # Lightning's own strategy: one engine, one optimizer
+    if not isinstance(strategy, PerNetworkEngines):  # Lightning's own strategy: one engine, one optimizer
         raise UserError(
             "Lightning's DeepSpeedStrategy drives one optimizer and a GAN steps two; use gen-lightning's "
             "(configs/trainer/deepspeed_stage2.yaml: gen_lightning.strategies.DeepSpeedCPUStrategy, one engine per network)"

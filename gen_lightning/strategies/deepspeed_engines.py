@@ -35,6 +35,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
 from gen_lightning.errors import UserError
+from gen_lightning.strategies.submodule_ddp import release_units
 
 # Written into a multi-engine checkpoint folder: the tags (network names) in order, the first holds the
 # Lightning state. `convert` and `load_checkpoint` read it.
@@ -68,13 +69,13 @@ class PerNetworkEngines:
         ds_optimizers = {}
         for name in names:
             network = getattr(module, name)
-            optimizer = _optimizer_of(network, optimizers, name) if training else None
-            if optimizer is not None:
-                optimizer = self._replace_optimizer(optimizer, schedulers)
-            engine, ds_optimizer = self._network_engine(network, optimizer)
-            self._engines[name] = engine
-            if optimizer is not None:
-                ds_optimizers[id(optimizer)] = ds_optimizer
+            if not training:
+                self._engines[name], _ = self._network_engine(network, None)
+                continue
+            configured = _optimizer_of(network, optimizers, name)
+            # Keyed by the configured optimizer: ZeRO-Offload may replace it by DeepSpeedCPUAdam.
+            self._engines[name], ds_optimizers[id(configured)] = self._network_engine(
+                network, self._replace_optimizer(configured, schedulers))
         # Lightning's optimizer list, in configure_optimizers' order, now holds DeepSpeed's optimizers: the
         # module's `self.optimizers()` hands them back wrapped, and `opt.step()` lands in `optimizer_step`.
         self.optimizers = [ds_optimizers[id(opt)] for opt in optimizers]
@@ -205,9 +206,7 @@ class PerNetworkEngines:
         self.lightning_module.load_state_dict(outside, strict=False)
 
     def teardown(self) -> None:
-        module = self.lightning_module
-        if module is not None and getattr(module, "ddp_units", None):
-            module.ddp_units = {}
+        release_units(self.lightning_module)
         super().teardown()
 
 

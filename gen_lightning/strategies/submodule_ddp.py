@@ -38,6 +38,12 @@ def ddp_unit(module: nn.Module, name: str) -> nn.Module:
     return unit if unit is not None else getattr(module, name)
 
 
+def release_units(module: nn.Module | None) -> None:
+    """Back to the plain networks for whatever follows fit (the wrappers or engines belong to the strategy)."""
+    if module is not None and getattr(module, "ddp_units", None):
+        module.ddp_units = {}
+
+
 class SubmoduleDDPStrategy(DDPStrategy):
     def configure_ddp(self) -> None:
         module = self.lightning_module
@@ -57,9 +63,7 @@ class SubmoduleDDPStrategy(DDPStrategy):
                 )
 
     def teardown(self) -> None:
-        module = self.lightning_module
-        if module is not None and getattr(module, "ddp_units", None):
-            module.ddp_units = {}  # back to the plain networks for whatever follows fit
+        release_units(self.lightning_module)
         super().teardown()
 
 
