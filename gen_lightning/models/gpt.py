@@ -1,6 +1,6 @@
 """GPTModule: a GPT language model trained on next-token prediction.
 
-Logged:
+Logged (models/language_model.py, shared with the LSTM):
   train/loss        mean next-token cross-entropy of the step's batch (nats/token)
   val/loss          total NLL / total tokens over the whole validation set (all ranks together)
   val/perplexity    exp(val/loss), token-weighted (metrics.TokenPerplexity), not a mean of batch values
@@ -15,37 +15,20 @@ The checkpoint carries the tokenizer (`checkpoint["tokenizer"]`), so sampling ne
 
 from __future__ import annotations
 
-import inspect
-import math
 from pathlib import Path
 from typing import Literal, Optional
 
-import lightning as L
 import torch
-import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 
-from gen_lightning.data.tokenizers import Tokenizer, tokenizer_from_json
 from gen_lightning.errors import UserError
-from gen_lightning.metrics import TokenPerplexity
+from gen_lightning.models.language_model import LanguageModel, warmup_cosine  # noqa: F401 - re-exported
 from gen_lightning.models.nets.transformer import GPT, GPTConfig
 
 GPTSize = Literal["nano", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"]
 
 
-def warmup_cosine(step: int, warmup_steps: int, decay_steps: int, min_ratio: float) -> float:
-    """LR multiplier at optimizer step `step`: linear warm-up to 1, cosine down to `min_ratio` at
-    `decay_steps`, then flat (nanoGPT's schedule)."""
-    if step < warmup_steps:
-        return (step + 1) / (warmup_steps + 1)
-    if step >= decay_steps:
-        return min_ratio
-    progress = (step - warmup_steps) / max(1, decay_steps - warmup_steps)
-    return min_ratio + 0.5 * (1.0 + math.cos(math.pi * progress)) * (1.0 - min_ratio)
-
-
-class GPTModule(L.LightningModule):
-    checkpoint_metric = ("val/loss", "min")
-
+class GPTModule(LanguageModel):
     def __init__(
         self,
         size: GPTSize = "nano",
@@ -89,33 +72,14 @@ class GPTModule(L.LightningModule):
             self.net = GPT(config)
         except ValueError as err:
             raise UserError(f"model: {err}; change model.n_embd/n_head/size") from None
-        self.val_perplexity = TokenPerplexity()
-        self.tokenizer_json: Optional[str] = None  # from the DataModule at setup, or from the checkpoint
 
     @property
-    def tokenizer(self) -> Tokenizer:
-        if self.tokenizer_json is None:
-            raise UserError("this model has no tokenizer yet: train it on a TextDataModule first")
-        return tokenizer_from_json(self.tokenizer_json)
+    def context_limit(self) -> tuple[int, str]:
+        return self.net.config.block_size, "model.block_size"
 
     # -- setup: fit the data, maybe start from pretrained weights ---------------------------------
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        config = self.net.config
-        data_vocab = getattr(datamodule, "vocab_size", None)
-        if data_vocab is not None and data_vocab > config.vocab_size:
-            raise UserError(
-                f"the data's tokenizer has {data_vocab} ids but model.vocab_size is {config.vocab_size}; "
-                f"set --model.vocab_size {data_vocab} (or more)"
-            )
-        data_block = getattr(datamodule, "block_size", None)
-        if data_block is not None and data_block > config.block_size:
-            raise UserError(
-                f"data.block_size {data_block} is longer than model.block_size {config.block_size}; "
-                f"set --model.block_size {data_block} or --data.block_size {config.block_size}"
-            )
-        if getattr(datamodule, "tokenizer", None) is not None:
-            self.tokenizer_json = datamodule.tokenizer.to_json()
+        super().setup(stage)  # the data fits the vocabulary and the context; the data's tokenizer
         if stage == "fit" and self.hparams.init_from and self.trainer.ckpt_path is None:
             self.load_pretrained(self.hparams.init_from)
         if self.hparams.compile and not getattr(self, "_compiled", False):
@@ -130,8 +94,10 @@ class GPTModule(L.LightningModule):
         if is_hf_gpt2_dir(path):
             src_config, state = load_hf_gpt2(path)
             src_head, src_tokenizer = src_config.n_head, None
+            origin = f"the Hugging Face GPT-2 folder {path.resolve()}"
         elif path.is_file():
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            origin = f"the checkpoint {path.resolve()} (step {ckpt.get('global_step', '?')})"
             state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
             if not state:
                 raise UserError(f"model.init_from: '{source}' is not a GPT checkpoint (no net.* weights in it)")
@@ -148,6 +114,7 @@ class GPTModule(L.LightningModule):
                 "(use data.tokenizer=byte for both, or the same BPE)"
             )
         wpe = state["transformer.wpe.weight"]
+        src_positions = wpe.shape[0]
         if wpe.shape[0] < config.block_size:
             raise UserError(
                 f"model.init_from knows {wpe.shape[0]} positions, fewer than model.block_size {config.block_size}; "
@@ -164,108 +131,15 @@ class GPTModule(L.LightningModule):
                 f"set model.size/n_layer/n_head/n_embd/vocab_size/bias to the pretrained model's"
             )
         self.net.load_state_dict(state, strict=True)
+        # Said once, so a log shows which weights a fine-tuning run started from.
+        rank_zero_info(
+            f"model.init_from: loaded a GPT of {config.n_layer} layers x {config.n_embd} wide, vocab {config.vocab_size}, "
+            f"{self.net.num_params(non_embedding=False) / 1e6:.2f}M parameters, {config.block_size} of its "
+            f"{src_positions} positions, from {origin}"
+        )
 
-    # -- training ---------------------------------------------------------------------------------
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.net(idx)
-
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        logits = self.net(x)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
-        return loss
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        x, y = batch
-        logits = self.net(x)
-        nll_sum = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum")
-        self.val_perplexity.update(nll_sum, y.numel())
-
-    def on_validation_epoch_end(self) -> None:
-        # compute() sums NLL and token counts over all ranks first: one token-weighted value everywhere.
-        perplexity = self.val_perplexity.compute()
-        self.val_perplexity.reset()
-        self.log("val/loss", perplexity.log().float(), prog_bar=True, sync_dist=True)
-        self.log("val/perplexity", perplexity.float(), sync_dist=True)
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        params = [p for p in self.net.parameters() if p.requires_grad]  # the tied embedding appears once
-        groups = [
-            # Decay only matrices (linear weights, embeddings); biases and LayerNorm gains stay free.
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": hp.weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
-        optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), **self._fused_kwargs(params))
-        decay_steps = hp.decay_steps or self.trainer.estimated_stepping_batches
-        if not math.isfinite(decay_steps):
-            raise UserError("the LR schedule needs an end: set trainer.max_steps, trainer.max_epochs or model.decay_steps")
-        min_ratio = (hp.min_lr if hp.min_lr is not None else hp.lr / 10) / hp.lr
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, hp.warmup_steps, int(decay_steps), min_ratio)
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-
-    @staticmethod
-    def _fused_kwargs(params: list[torch.nn.Parameter]) -> dict:
-        # The fused AdamW kernel does the whole update in one launch: worth it on CUDA, where it exists.
-        # On CPU it exists too but measured no faster here for the nano model, so keep the default there.
-        fused_ok = "fused" in inspect.signature(torch.optim.AdamW).parameters
-        on_cuda = bool(params) and all(p.device.type == "cuda" for p in params)
-        return {"fused": True} if fused_ok and on_cuda else {}
-
-    # -- checkpoints carry the tokenizer ----------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["tokenizer"] = self.tokenizer_json
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        saved = checkpoint.get("tokenizer")
-        # Resuming/evaluating on data tokenized another way would feed the model ids it never learnt.
-        if saved is not None and self.tokenizer_json is not None and saved != self.tokenizer_json:
-            raise UserError("the checkpoint was trained with another tokenizer than this data's (data.tokenizer / "
-                            "data.vocab_size); use the checkpoint's tokenizer settings, or start without --ckpt_path")
-        self.tokenizer_json = saved
-
-    # -- generation -------------------------------------------------------------------------------
-    @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
-        """Token ids in, prompt + continuation out; see `GPT.generate` for the sampling options."""
-        was_training = self.training
-        self.eval()
-        try:
-            return self.net.generate(idx.to(self.device), max_new_tokens, **kwargs)
-        finally:
-            self.train(was_training)
-
-    def generate_text(
-        self,
-        prompt: str = "",
-        max_new_tokens: int = 200,
-        num_samples: int = 1,
-        temperature: float = 0.8,
-        top_k: Optional[int] = None,
-        top_p: Optional[float] = None,
-        stop_at_eot: bool = True,
-        use_cache: bool = True,
-        generator: Optional[torch.Generator] = None,
-    ) -> list[str]:
-        """Continuations of `prompt` (the prompt itself not included). An empty prompt starts a new
-        document: the model sees the end-of-text token that separates documents in training."""
-        tok = self.tokenizer
-        ids = tok.encode(prompt) if prompt else []
-        start = ids or [tok.eot_id]
-        idx = torch.tensor([start] * num_samples, dtype=torch.long)
-        out = self.generate(
-            idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-            stop_token=tok.eot_id if stop_at_eot else None, use_cache=use_cache, generator=generator,
-        )
-        texts = []
-        for row in out[:, len(start):].tolist():
-            if stop_at_eot and tok.eot_id in row:
-                row = row[: row.index(tok.eot_id)]
-            texts.append(tok.decode(row))
-        return texts
 
 
 def _n_head_of(hparams: dict) -> Optional[int]:

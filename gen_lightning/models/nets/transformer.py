@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gen_lightning.models.nets.sampling import generate_tokens, sample_next_token  # noqa: F401 - re-exported
+
 # Named sizes: nano fits a CPU; the four others are OpenAI's GPT-2 family (124M, 350M, 774M, 1558M
 # parameters with the 50257-token vocabulary and 1024 positions).
 GPT_SIZES: dict[str, dict[str, int]] = {
@@ -206,44 +208,12 @@ class GPT(nn.Module):
         # recompile for them; eager is right for generation.
         block = self.config.block_size
         caches: Optional[list[KVCache]] = None
-        done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
-        for _ in range(max_new_tokens):
+
+        def next_logits(seq: torch.Tensor) -> torch.Tensor:
+            nonlocal caches
             if use_cache and caches is not None and caches[0].length < block:
-                logits = self.forward(idx[:, -1:], caches)
-            else:
-                context = idx[:, -block:]
-                caches = [KVCache() for _ in self.transformer.h] if use_cache else None
-                logits = self.forward(context, caches)
-            next_token = sample_next_token(logits[:, -1, :].float(), temperature, top_k, top_p, generator)
-            if stop_token is not None:
-                next_token = torch.where(done, torch.full_like(next_token, stop_token), next_token)
-                done |= next_token == stop_token
-            idx = torch.cat([idx, next_token[:, None]], dim=1)
-            if stop_token is not None and bool(done.all()):
-                break
-        return idx
+                return self.forward(seq[:, -1:], caches)[:, -1, :]
+            caches = [KVCache() for _ in self.transformer.h] if use_cache else None
+            return self.forward(seq[:, -block:], caches)[:, -1, :]
 
-
-def sample_next_token(
-    logits: torch.Tensor,
-    temperature: float = 1.0,
-    top_k: Optional[int] = None,
-    top_p: Optional[float] = None,
-    generator: Optional[torch.Generator] = None,
-) -> torch.Tensor:
-    """One token id per row from logits [B, V]."""
-    if temperature <= 0:
-        return logits.argmax(dim=-1)
-    logits = logits / temperature
-    if top_k is not None and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        # Drop a token when the likelier ones alone already reach top_p (the likeliest always stays).
-        drop_sorted = cumulative - sorted_logits.softmax(dim=-1) >= top_p
-        drop = drop_sorted.scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+        return generate_tokens(next_logits, idx, max_new_tokens, temperature, top_k, top_p, stop_token, generator)
