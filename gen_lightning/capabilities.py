@@ -45,9 +45,10 @@ class SamplesImagesByClass(Protocol):
 
 @runtime_checkable
 class Reconstructs(Protocol):
-    """Maps images to their reconstructions (auto-encoders), both in [-1, 1]."""
+    """Maps images to their reconstructions (auto-encoders), both in [-1, 1]. `labels` are the class
+    indices of `x`, which a class-conditional model needs; None for an unconditional one."""
 
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor: ...
+    def reconstruct(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor: ...
 
 
 @runtime_checkable

@@ -3,7 +3,10 @@
 Works for any LightningModule with `sample(n, generator=...) -> images in [-1, 1]` (GAN, VAE). The
 noise is fixed by seeding the `generator` the same way each time, so consecutive grids show the same
 latent points as training moves them. When the module also has `reconstruct(x)` (VAE), a second grid
-shows held-out images (the first validation batch) above their reconstructions.
+shows held-out images (the first validation batch) above their reconstructions. A class-conditional
+model (`num_classes > 0`, capabilities.SamplesImagesByClass) gets one row per class: `nrow` samples of
+class 0 in the first row, of class 1 in the second, ... (num_samples is then num_classes x nrow); its
+reconstructions are decoded with the held-out images' own labels.
 
 Files: `<run dir>/samples/samples_step0000123.png` (and `reconstructions_step...png`), plus the same at
 the end of training. Loggers with `log_image` (W&B) receive the grids; loggers without it are skipped.
@@ -19,6 +22,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torchvision.utils import make_grid, save_image
 
+from gen_lightning.capabilities import SamplesImagesByClass
 from gen_lightning.run_dir import run_dir
 from gen_lightning.strategies.sharding import parameters_are_sharded
 
@@ -50,6 +54,7 @@ class ImageSamples(Callback):
         self.reconstructions = reconstructions
         self._last_logged_step = -1
         self._held_out: Optional[torch.Tensor] = None
+        self._held_out_labels: Optional[torch.Tensor] = None
 
     # -- Lightning hooks --------------------------------------------------------------------------
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
@@ -57,6 +62,8 @@ class ImageSamples(Callback):
         if self._held_out is None and batch_idx == 0 and dataloader_idx == 0:
             images = batch[0] if isinstance(batch, (list, tuple)) else batch
             self._held_out = images[: self.num_samples].detach().cpu()
+            if isinstance(batch, (list, tuple)) and len(batch) > 1:
+                self._held_out_labels = batch[1][: self.num_samples].detach().cpu()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
@@ -79,12 +86,18 @@ class ImageSamples(Callback):
         pl_module.eval()  # batch norm from running statistics: samples independent of the batch
         try:
             with torch.no_grad():
-                samples = pl_module.sample(self.num_samples, generator=torch.Generator().manual_seed(self.seed))
+                generator = torch.Generator().manual_seed(self.seed)
+                if _conditional(pl_module):  # one row per class
+                    labels = torch.arange(pl_module.num_classes).repeat_interleave(self.nrow)
+                    samples = pl_module.sample(len(labels), generator=generator, labels=labels)
+                else:
+                    samples = pl_module.sample(self.num_samples, generator=generator)
                 grids = {"samples": self.grid(samples)}
                 if self.reconstructions and hasattr(pl_module, "reconstruct") and self._held_out is not None:
                     full_rows = len(self._held_out) // self.nrow * self.nrow
                     inputs = self._held_out[: full_rows or None]
-                    recon = pl_module.reconstruct(inputs.to(pl_module.device)).cpu()
+                    labels = self._held_out_labels[: len(inputs)] if _conditional(pl_module) else None
+                    recon = pl_module.reconstruct(inputs.to(pl_module.device), labels).cpu()
                     grids["reconstructions"] = self.grid(_interleave_rows(inputs, recon, self.nrow))
         finally:
             pl_module.train(was_training)
@@ -101,6 +114,10 @@ class ImageSamples(Callback):
     def grid(self, images: torch.Tensor) -> torch.Tensor:
         """[N, C, H, W] in [-1, 1] -> one [C, H', W'] image in [0, 1]."""
         return make_grid(images.detach().float().cpu(), nrow=self.nrow, normalize=True, value_range=(-1, 1))
+
+
+def _conditional(module: L.LightningModule) -> bool:
+    return isinstance(module, SamplesImagesByClass) and module.num_classes > 0
 
 
 def _interleave_rows(inputs: torch.Tensor, recon: torch.Tensor, nrow: int) -> torch.Tensor:

@@ -7,6 +7,8 @@ A Hugging Face GPT-2 folder (config.json + model.safetensors, e.g. from `gen-lig
 
   gen-lightning sample --ckpt runs/.../last.ckpt --prompt "def fib(n):" --max-new-tokens 200
   gen-lightning sample --ckpt runs/.../last.ckpt --n 64 --out grid.png      # GAN / VAE
+  gen-lightning sample --ckpt runs/.../last.ckpt --labels 3,3,7              # conditional GAN / VAE: these classes
+  gen-lightning sample --ckpt runs/.../last.ckpt --labels all --nrow 10      # one row of 10 per class
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 from pathlib import Path
 import torch
 
+from gen_lightning.capabilities import GeneratesText, SamplesImages, SamplesImagesByClass
 from gen_lightning.errors import UserError
 
 
@@ -81,8 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     text.add_argument("--no-cache", action="store_true", help="recompute the whole context every token")
     text.add_argument("--no-stop", action="store_true", help="do not stop at the end-of-text token")
     image = p.add_argument_group("image models")
-    image.add_argument("--n", type=int, default=64, help="number of images")
-    image.add_argument("--nrow", type=int, default=None, help="images per grid row (default sqrt(n))")
+    image.add_argument("--n", type=int, default=None, help="number of images (default 64)")
+    image.add_argument("--nrow", type=int, default=None, help="images per grid row (default sqrt(n); 8 with --labels all)")
+    image.add_argument("--labels", default=None,
+                       help="class-conditional models: the class of each image (3,3,7 = three images), or 'all' = "
+                            "one row of --nrow images per class; default: classes 0, 1, ... in turn")
     image.add_argument("--out", default="samples.png", help="PNG file to write")
     return p
 
@@ -91,9 +97,11 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     device = _device(args.device)
     model = load_module(args.ckpt, device)
-    if hasattr(model, "generate_text"):  # token sampling happens on the model's device
+    if isinstance(model, GeneratesText):  # token sampling happens on the model's device
+        if args.labels is not None:
+            raise UserError(f"--labels is for class-conditional image models; {type(model).__name__} generates text")
         return _sample_text(model, args, torch.Generator(device=device).manual_seed(args.seed))
-    if hasattr(model, "sample"):  # image models draw their latents on the CPU (same images on any device)
+    if isinstance(model, SamplesImages):  # image models draw their latents on the CPU (same images on any device)
         return _sample_images(model, args, torch.Generator().manual_seed(args.seed))
     raise UserError(f"{type(model).__name__} can neither generate text nor sample images")
 
@@ -116,16 +124,46 @@ def _sample_text(model, args, generator: torch.Generator) -> int:
     return 0
 
 
+def parse_labels(spec: str, model, per_class: int) -> torch.Tensor:
+    """The class of each image `--labels` asks for ('all': `per_class` of each class, class by class); every
+    mistake is one UserError, raised before anything is drawn or written."""
+    classes = model.num_classes if isinstance(model, SamplesImagesByClass) else 0
+    if classes == 0:
+        raise UserError(f"--labels: this {type(model).__name__} is unconditional (model.num_classes 0); "
+                        f"sample it without --labels")
+    if spec.strip() == "all":
+        return torch.arange(classes).repeat_interleave(per_class)
+    try:
+        labels = [int(part) for part in spec.split(",")]
+    except ValueError:
+        raise UserError(f"--labels must be class indices separated by commas (e.g. 3,3,7) or 'all', got '{spec}'") from None
+    wrong = [label for label in labels if not 0 <= label < classes]
+    if wrong:
+        raise UserError(f"--labels {wrong[0]}: this {type(model).__name__} knows classes 0..{classes - 1}")
+    return torch.tensor(labels)
+
+
 def _sample_images(model, args, generator: torch.Generator) -> int:
     from torchvision.utils import save_image
 
-    if args.n < 1:
-        raise UserError(f"--n must be >= 1, got {args.n}")
+    if args.nrow is not None and args.nrow < 1:
+        raise UserError(f"--nrow must be >= 1, got {args.nrow}")
+    every_class = args.labels is not None and args.labels.strip() == "all"
+    nrow = args.nrow or (8 if every_class else None)  # --labels all: one row per class
+    labels, what = None, ""
+    if args.labels is not None:
+        if args.n is not None:
+            raise UserError("--labels sets the number of images (one per label, or --nrow per class with 'all'); drop --n")
+        labels = parse_labels(args.labels, model, nrow)
+        what = f" (one row per class 0..{model.num_classes - 1})" if every_class else f" (classes {args.labels})"
+    n = len(labels) if labels is not None else (64 if args.n is None else args.n)
+    if n < 1:
+        raise UserError(f"--n must be >= 1, got {n}")
     with torch.no_grad():
-        images = model.sample(args.n, generator=generator)
-    nrow = args.nrow or max(1, round(args.n ** 0.5))
+        images = model.sample(n, generator=generator) if labels is None else model.sample(n, generator=generator, labels=labels)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_image((images.float().cpu().clamp(-1, 1) + 1) / 2, out, nrow=nrow, padding=2)  # [-1, 1] -> [0, 1]
-    print(f"wrote {args.n} samples to {out}")
+    images = (images.float().cpu().clamp(-1, 1) + 1) / 2  # [-1, 1] -> [0, 1]
+    save_image(images, out, nrow=nrow or max(1, round(n ** 0.5)), padding=2)
+    print(f"wrote {n} samples to {out}{what}")
     return 0

@@ -38,7 +38,7 @@ from gen_lightning.models.gan_losses import (
     gradient_penalty,
     r1_penalty,
 )
-from gen_lightning.models.image_family import check_image_shape
+from gen_lightning.models.image_family import check_image_shape, check_num_classes, default_labels
 from gen_lightning.models.nets.gan_nets import build_gan_nets
 from gen_lightning.strategies import ddp_unit
 from gen_lightning.strategies.deepspeed_engines import PerNetworkEngines
@@ -110,6 +110,11 @@ class GANModule(L.LightningModule):
 
     # -- sampling ---------------------------------------------------------------------------------
     @property
+    def num_classes(self) -> int:
+        """Classes the model is conditioned on; 0 = unconditional (capabilities.SamplesImagesByClass)."""
+        return self.hparams.num_classes
+
+    @property
     def conditional(self) -> bool:
         return self.hparams.num_classes > 0
 
@@ -123,7 +128,7 @@ class GANModule(L.LightningModule):
         """n images in [-1, 1], [n, C, H, W], from the EMA generator when there is one.
         Conditional models draw classes 0, 1, ..., num_classes - 1, 0, 1, ... unless `labels` is given."""
         if self.conditional and labels is None:
-            labels = torch.arange(n) % self.hparams.num_classes
+            labels = default_labels(n, self.hparams.num_classes)
         labels = labels.to(self.device) if self.conditional else None
         net = self.generator_ema.module if self.generator_ema is not None else self.generator
         return net(self.noise(n, generator), labels)
@@ -212,13 +217,7 @@ class GANModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         check_image_shape(self, self.image_shape)
         use_deepspeed_clipping(self)
-        datamodule = getattr(self.trainer, "datamodule", None)
-        data_classes = getattr(datamodule, "num_classes", None)
-        if self.conditional and data_classes is not None and data_classes != self.hparams.num_classes:
-            raise UserError(
-                f"the data has {data_classes} classes but model.num_classes is {self.hparams.num_classes}; "
-                f"set --model.num_classes {data_classes} (or 0 for an unconditional GAN)"
-            )
+        check_num_classes(self, self.hparams.num_classes, "GAN")
 
     def configure_optimizers(self):
         hp = self.hparams

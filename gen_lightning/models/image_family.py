@@ -1,8 +1,9 @@
-"""What the image model families (GAN, VAE) share: checking that the data fits the model."""
+"""What the image model families (GAN, VAE) share: checking that the data fits the model, class labels."""
 
 from __future__ import annotations
 
 import lightning as L
+import torch
 
 from gen_lightning.errors import UserError
 
@@ -18,3 +19,20 @@ def check_image_shape(module: L.LightningModule, expected: tuple[int, int, int])
             f"the data yields images of shape {tuple(shape)} but the model expects {tuple(expected)}; "
             f"set --model.channels {c} --model.image_size {s} (or change data.image_size/channels)"
         )
+
+
+def check_num_classes(module: L.LightningModule, num_classes: int, family: str) -> None:
+    """A class-conditional model must know exactly the data's classes (the labels index its one-hot/embedding)."""
+    trainer = getattr(module, "_trainer", None)
+    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+    data_classes = getattr(datamodule, "num_classes", None)
+    if num_classes > 0 and data_classes is not None and data_classes != num_classes:
+        raise UserError(
+            f"the data has {data_classes} classes but model.num_classes is {num_classes}; "
+            f"set --model.num_classes {data_classes} (or 0 for an unconditional {family})"
+        )
+
+
+def default_labels(n: int, num_classes: int) -> torch.Tensor:
+    """The classes a conditional model draws when none are asked for: 0, 1, ..., num_classes - 1, 0, 1, ..."""
+    return torch.arange(n) % num_classes

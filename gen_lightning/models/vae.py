@@ -8,17 +8,22 @@ Logged (all per image, summed over pixels/latent dims, averaged over the batch):
   val/elbo     the evidence lower bound -(recon + KL) with beta = 1, whatever beta is: higher is better,
                and runs with different beta or warm-up stay comparable on it
 The warm-up position is a function of `global_step`, so it resumes exactly from a checkpoint.
+
+Conditional VAE (`num_classes > 0`, Sohn et al. 2015): encoder q(z|x, y) and decoder p(x|z, y) both read
+the batch's label (one-hot, see nets/vae_nets.py); the prior stays N(0, I), so `sample(n, labels=...)`
+draws z from it and decodes it as the asked class. The logged keys are the same; val/elbo is then the
+bound on log p(x|y). With `num_classes=0` the model is today's unconditional VAE, parameter for parameter.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 
-from gen_lightning.models.image_family import check_image_shape
+from gen_lightning.models.image_family import check_image_shape, check_num_classes, default_labels
 from gen_lightning.models.nets.vae_nets import build_vae_nets
 
 
@@ -31,6 +36,7 @@ class VAEModule(L.LightningModule):
         net: Literal["mlp", "conv"] = "mlp",
         image_size: int = 28,
         channels: int = 1,
+        num_classes: int = 0,
         latent_dim: int = 20,
         hidden_dim: int = 400,
         beta: float = 1.0,
@@ -42,46 +48,72 @@ class VAEModule(L.LightningModule):
         """
         Args:
             net: `mlp` (784-400-20, the classic VAE) or `conv`.
+            image_size: side of the (square) images; must match the data's.
+            channels: image channels; must match the data's.
+            num_classes: > 0 conditions encoder and decoder on the batch labels (conditional VAE); 0 = unconditional.
+            latent_dim: size of z.
+            hidden_dim: width of the hidden layer (mlp) / of the fully connected layer after the convs (conv).
             beta: weight of the KL term (beta-VAE); 1 is the plain ELBO.
             kl_warmup_steps: optimizer steps over which the KL weight rises linearly from 0 to beta.
             recon_loss: `bce` reads the decoder as Bernoulli logits of pixels in [0, 1] (classic VAE);
                 `mse` as a unit-variance Gaussian mean (tanh) in [-1, 1].
+            lr: Adam learning rate.
+            weight_decay: Adam's L2 weight decay.
         """
         super().__init__()
         self.save_hyperparameters()
         self.image_shape = (channels, image_size, image_size)
-        self.encoder, self.decoder = build_vae_nets(net, self.image_shape, hidden_dim, latent_dim)
+        self.encoder, self.decoder = build_vae_nets(net, self.image_shape, hidden_dim, latent_dim, num_classes)
+
+    @property
+    def num_classes(self) -> int:
+        """Classes the model is conditioned on; 0 = unconditional (capabilities.SamplesImagesByClass)."""
+        return self.hparams.num_classes
+
+    def _labels(self, labels: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """The labels the nets read: on the model's device when conditional, None otherwise."""
+        if self.num_classes == 0:
+            return None
+        if labels is None:
+            raise ValueError("a conditional VAE encodes and decodes given the labels: pass labels")
+        return labels.to(self.device)
 
     # -- the model --------------------------------------------------------------------------------
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encoder(x)
+    def encode(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(x, self._labels(labels))
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Latents -> images in [-1, 1] (the data range)."""
-        out = self.decoder(z)
+        out = self.decoder(z, self._labels(labels))
         return torch.sigmoid(out) * 2 - 1 if self.hparams.recon_loss == "bce" else torch.tanh(out)
 
-    def forward(self, x: torch.Tensor):
-        mu, logvar = self.encode(x)
+    def forward(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None):
+        mu, logvar = self.encode(x, labels)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)  # reparameterisation trick
-        return self.decoder(z), mu, logvar
+        return self.decoder(z, self._labels(labels)), mu, logvar
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n images from the prior, in [-1, 1], shape [n, C, H, W]."""
+    def sample(
+        self, n: int, generator: Optional[torch.Generator] = None, labels: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """n images from the prior, in [-1, 1], shape [n, C, H, W]. Conditional models draw classes
+        0, 1, ..., num_classes - 1, 0, 1, ... unless `labels` ([n] class indices) is given."""
         z = torch.randn(n, self.hparams.latent_dim, generator=generator).to(self.device)
-        return self.decode(z)
+        if self.num_classes > 0 and labels is None:
+            labels = default_labels(n, self.num_classes)
+        return self.decode(z, labels)
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Decode the posterior mean of x: the deterministic reconstruction, in [-1, 1]."""
-        mu, _ = self.encode(x.to(self.device))
-        return self.decode(mu)
+    def reconstruct(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Decode the posterior mean of x: the deterministic reconstruction, in [-1, 1]. A conditional
+        model needs the labels of x."""
+        mu, _ = self.encode(x.to(self.device), labels)
+        return self.decode(mu, labels)
 
     # -- the objective ----------------------------------------------------------------------------
-    def losses(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def losses(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-image reconstruction NLL and KL, each averaged over the batch."""
-        out, mu, logvar = self(x)
+        out, mu, logvar = self(x, labels)
         if self.hparams.recon_loss == "bce":
             target = (x + 1) / 2
             recon = F.binary_cross_entropy_with_logits(out, target, reduction="sum") / x.shape[0]
@@ -95,9 +127,13 @@ class VAEModule(L.LightningModule):
         ramp = 1.0 if warmup <= 0 else min(1.0, self.global_step / warmup)
         return self.hparams.beta * ramp
 
+    def _batch(self, batch) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(images, labels); labels only for a conditional model (the image layer always yields them)."""
+        return batch[0], (batch[1] if self.num_classes > 0 else None)
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x = batch[0]
-        recon, kl = self.losses(x)
+        x, labels = self._batch(batch)
+        recon, kl = self.losses(x, labels)
         beta = self.kl_weight()
         loss = recon + beta * kl
         self.log_dict(
@@ -108,8 +144,8 @@ class VAEModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        x = batch[0]
-        recon, kl = self.losses(x)
+        x, labels = self._batch(batch)
+        recon, kl = self.losses(x, labels)
         # Epoch means weighted by batch size and reduced across ranks by Lightning.
         self.log("val/elbo", -(recon + kl), prog_bar=True, sync_dist=True, batch_size=x.shape[0])
         self.log("val/recon", recon, sync_dist=True, batch_size=x.shape[0])
@@ -117,6 +153,7 @@ class VAEModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         check_image_shape(self, self.image_shape)
+        check_num_classes(self, self.num_classes, "VAE")
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
