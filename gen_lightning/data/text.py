@@ -22,14 +22,14 @@ import os
 import socket
 import sysconfig
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from gen_lightning.data.base import GenDataModule
-from gen_lightning.data.tokenizers import BPETokenizer, ByteTokenizer, Tokenizer, tokenizer_from_json
+from gen_lightning.data.tokenizers import BPETokenizer, ByteTokenizer, Tokenizer, load_tokenizer, tokenizer_from_json
 from gen_lightning.errors import UserError
 
 CACHE_VERSION = 1
@@ -160,7 +160,7 @@ class TextDataModule(GenDataModule):
     def __init__(
         self,
         corpus: Optional[str] = None,
-        tokenizer: Literal["byte", "bpe"] = "byte",
+        tokenizer: str = "byte",
         vocab_size: int = 4096,
         block_size: int = 128,
         train_samples: Optional[int] = None,
@@ -176,8 +176,10 @@ class TextDataModule(GenDataModule):
         """
         Args:
             corpus: text file, folder or glob; None = the CPython standard library sources.
-            tokenizer: `byte` (257 ids) or `bpe` (trained on the train split, `vocab_size` ids).
-            vocab_size: size of the BPE vocabulary (ignored for `byte`).
+            tokenizer: `byte` (257 ids), `bpe` (trained on the train split, `vocab_size` ids), or the path of an
+                existing tokenizer: a Hugging Face tokenizer.json, GPT-2's vocab.json (merges.txt beside it), or
+                a folder holding either (e.g. the GPT-2 folder given to model.init_from: its own token ids).
+            vocab_size: size of the BPE vocabulary to train (`bpe` only; a loaded tokenizer has its own).
             block_size: tokens of context per training example.
             train_samples: random windows per epoch; default = train tokens // block_size.
             val_windows: cap on validation windows (None = the whole validation split).
@@ -189,8 +191,10 @@ class TextDataModule(GenDataModule):
             raise UserError(f"data.block_size must be >= 1, got {block_size}")
         if tokenizer == "bpe" and not 257 <= vocab_size <= 2**32 - 1:
             raise UserError(f"data.vocab_size must be at least 257 for a byte-level BPE, got {vocab_size}")
+        # A path: loaded now, so a bad file fails before any process starts and its size is known to the model.
+        self.loaded_tokenizer = None if tokenizer in ("byte", "bpe") else load_tokenizer(tokenizer)
         self.corpus = corpus
-        self.tokenizer_kind = tokenizer
+        self.tokenizer_kind = tokenizer if self.loaded_tokenizer is None else "file"
         self.bpe_vocab_size = vocab_size
         self.block_size = block_size
         self.train_samples = train_samples
@@ -199,11 +203,13 @@ class TextDataModule(GenDataModule):
         self.cache_root = Path(cache_dir)
         # Resolve (and validate) the corpus now, so a bad path fails before any process starts.
         self.files = resolve_corpus(corpus)
-        self.tokenizer: Optional[Tokenizer] = ByteTokenizer() if tokenizer == "byte" else None
+        self.tokenizer: Optional[Tokenizer] = ByteTokenizer() if tokenizer == "byte" else self.loaded_tokenizer
 
     @property
     def vocab_size(self) -> int:
         """The id range a model must cover; known before the tokenizer is trained."""
+        if self.loaded_tokenizer is not None:
+            return self.loaded_tokenizer.vocab_size
         return ByteTokenizer.vocab_size if self.tokenizer_kind == "byte" else self.bpe_vocab_size
 
     @property
@@ -216,6 +222,8 @@ class TextDataModule(GenDataModule):
             "val_fraction": self.val_fraction,
             "max_chars": self.max_chars,
         }
+        if self.loaded_tokenizer is not None:  # by content: an edited file gets a fresh cache, a moved one keeps it
+            spec["tokenizer_sha1"] = hashlib.sha1(self.loaded_tokenizer.to_json().encode()).hexdigest()
         key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
         return self.cache_root / f"text-{key}"
 
@@ -256,6 +264,8 @@ class TextDataModule(GenDataModule):
         return docs
 
     def _build_tokenizer(self, train_docs: list[str]) -> Tokenizer:
+        if self.loaded_tokenizer is not None:
+            return self.loaded_tokenizer
         if self.tokenizer_kind == "byte":
             return ByteTokenizer()
         # Trained on the train split only: validation text must not shape the vocabulary.

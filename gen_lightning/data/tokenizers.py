@@ -1,6 +1,8 @@
-"""Tokenizers for the text DataModule: `byte` (no training, 257 ids) and `bpe` (HF `tokenizers`).
+"""Tokenizers for the text DataModule: `byte` (no training, 257 ids), `bpe` (trained with HF `tokenizers`)
+and an existing tokenizer loaded from files (`load_tokenizer`): a Hugging Face `tokenizer.json`, or
+GPT-2's own `vocab.json` + `merges.txt`, so that a GPT-2 imported with `init_from` keeps its token ids.
 
-Both expose the same small surface: `encode(str) -> list[int]`, `decode(ids) -> str`, `vocab_size`,
+All expose the same small surface: `encode(str) -> list[int]`, `decode(ids) -> str`, `vocab_size`,
 `eot_id` (the end-of-text id placed between documents), `to_json()` / `from_json()` so a checkpoint
 can carry its tokenizer and sampling never depends on the data folder still being there.
 """
@@ -8,9 +10,13 @@ can carry its tokenizer and sampling never depends on the data folder still bein
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Iterable, Iterator, Protocol, Sequence
 
+from gen_lightning.errors import UserError
+
 EOT = "<|endoftext|>"
+GPT2_FILES = ("vocab.json", "merges.txt")
 
 
 class Tokenizer(Protocol):
@@ -48,7 +54,8 @@ class ByteTokenizer:
 
 
 class BPETokenizer:
-    """Byte-level BPE (GPT-2 style) trained offline with Hugging Face `tokenizers`."""
+    """A Hugging Face `tokenizers` tokenizer: a byte-level BPE (GPT-2 style) trained offline here, or one
+    loaded from files (`load_tokenizer`). Saved as kind `bpe` either way: its JSON is the whole tokenizer."""
 
     kind = "bpe"
 
@@ -88,6 +95,59 @@ class BPETokenizer:
 
     def to_json(self) -> str:
         return json.dumps({"kind": "bpe", "tokenizer": self._tok.to_str()})
+
+
+def load_tokenizer(source: str | Path, option: str = "data.tokenizer") -> BPETokenizer:
+    """An existing tokenizer: a `tokenizer.json` file (HF tokenizers), a GPT-2 `vocab.json` with `merges.txt`
+    beside it, or a folder holding either (tokenizer.json first, as a HF model folder has both)."""
+    from tokenizers import Tokenizer as HFTokenizer
+
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if (path / "tokenizer.json").is_file():
+            path = path / "tokenizer.json"
+        elif all((path / name).is_file() for name in GPT2_FILES):
+            path = path / "vocab.json"
+        else:
+            raise UserError(f"{option}: the folder '{source}' holds neither tokenizer.json nor GPT-2's "
+                            f"vocab.json + merges.txt; point it at a tokenizer file or such a folder")
+    if not path.is_file():
+        raise UserError(f"{option}: '{source}' is neither byte, bpe nor an existing tokenizer file or folder "
+                        f"(tokenizer.json, or a folder with GPT-2's vocab.json + merges.txt)")
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{option}: '{path}' is not a JSON tokenizer file ({err})") from None
+    try:
+        if isinstance(spec, dict) and "model" in spec:  # HF tokenizers' own format
+            hf = HFTokenizer.from_str(json.dumps(spec))
+        else:  # GPT-2's token -> id map; its merges are in merges.txt beside it
+            hf = _gpt2_tokenizer(path, path.with_name("merges.txt"), option)
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the library's parse errors: the file is the user's to fix
+        raise UserError(f"{option}: '{path}' could not be read as a tokenizer ({type(err).__name__}: {err})") from None
+    if hf.token_to_id(EOT) is None:
+        raise UserError(f"{option}: '{path}' has no {EOT} token, which the text layer puts between documents; "
+                        f"use a tokenizer that has it (GPT-2's does)")
+    return BPETokenizer(hf)
+
+
+def _gpt2_tokenizer(vocab: Path, merges: Path, option: str):
+    """GPT-2's byte-level BPE from its two files, built the way transformers' GPT2TokenizerFast builds it
+    (ByteLevel pre-tokenizer without prefix space, ByteLevel decoder, <|endoftext|> a special token), so
+    the ids are that tokenizer's."""
+    from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
+
+    if not merges.is_file():
+        raise UserError(f"{option}: '{vocab}' needs GPT-2's merges.txt beside it ({merges} does not exist)")
+    tok = HFTokenizer(models.BPE.from_file(str(vocab), str(merges)))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    # Special: matched before pre-tokenization, so "<|endoftext|>" in a text is the one id, as in GPT-2.
+    # An id the vocabulary already holds (GPT-2: 50256) is reused, not added.
+    tok.add_special_tokens([EOT])
+    return tok
 
 
 def tokenizer_from_json(text: str) -> Tokenizer:

@@ -133,9 +133,9 @@ class GPTModule(LanguageModel):
         self.net.load_state_dict(state, strict=True)
         # Said once, so a log shows which weights a fine-tuning run started from.
         rank_zero_info(
-            f"model.init_from: loaded a GPT of {config.n_layer} layers x {config.n_embd} wide, vocab {config.vocab_size}, "
-            f"{self.net.num_params(non_embedding=False) / 1e6:.2f}M parameters, {config.block_size} of its "
-            f"{src_positions} positions, from {origin}"
+            f"model.init_from: loaded a GPT (n_layer {config.n_layer}, n_embd {config.n_embd}, vocab {config.vocab_size}, "
+            f"{self.net.num_params(non_embedding=False) / 1e6:.2f}M parameters; {config.block_size} of its "
+            f"{src_positions} positions) from {origin}"
         )
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
