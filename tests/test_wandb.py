@@ -33,6 +33,17 @@ def wandb_records(folder: Path) -> list[dict]:
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
 
+def assert_same_nonblank_image(wandb_png: Path, local_png: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    stored = np.asarray(Image.open(wandb_png).convert("RGB"))
+    local = np.asarray(Image.open(local_png).convert("RGB"))
+    assert stored.shape == local.shape, (stored.shape, local.shape)
+    assert np.array_equal(stored, local), f"W&B image differs from {local_png.name}: max {np.abs(stored.astype(int) - local).max()}"
+    assert stored.std() > 10, f"{wandb_png.name} is blank (std {stored.std():.2f})"
+
+
 def history(records: list[dict]) -> list[dict]:
     return [r["history"]["item"] for r in records if r["type"] == "history"]
 
@@ -57,8 +68,7 @@ def offline_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 def test_vae_offline_run_records_losses_lr_throughput_image_config_and_checkpoints(cli, tmp_path):
     result = cli(
         "fit", "--config", CONFIGS / "vae" / "mlp_digits.yaml", *TINY_RUN,
-        "--trainer.callbacks+=gen_lightning.callbacks.ImageSamples", "--trainer.callbacks.every_n_steps=0",
-        "--trainer.callbacks.num_samples=16",
+        "--trainer.callbacks.every_n_steps=0", "--trainer.callbacks.num_samples=16",  # the config's ImageSamples
         "--trainer.logger.init_args.log_model=true", "--trainer.logger.init_args.tags=[smoke,vae]",
         "--trainer.logger.init_args.name=tiny-vae",
         env=offline_env(tmp_path, WANDB_API_KEY=FAKE_KEY), timeout=300,
@@ -78,7 +88,9 @@ def test_vae_offline_run_records_losses_lr_throughput_image_config_and_checkpoin
     images = [item for item in history(records) if item.get("samples/samples._type") == "images/separated"]
     assert images and all(item["samples/samples.count"] == 1 for item in images)
     png = next((tmp_path / "runs" / "wandb").glob("offline-run-*")) / "files" / images[0]["samples/samples.filenames"][0]
-    assert png.read_bytes().startswith(b"\x89PNG")
+    # The PNG W&B stored shows what the local grid shows, pixel for pixel (it was all black: float grid).
+    local = next((tmp_path / "runs").glob("gen-lightning/*/samples/samples_step*.png"))
+    assert_same_nonblank_image(png, local)
 
     config = merged_config(records)
     assert config["model"]["lr"] == pytest.approx(1e-3) and config["model"]["class_path"].endswith("VAEModule")
@@ -134,7 +146,7 @@ def test_command_line_masks_secrets_and_config_folds_init_args():
 
 FAMILIES = {
     "gan": (
-        ["--config", CONFIGS / "gan" / "dcgan_digits.yaml", "--trainer.callbacks.every_n_steps=0",
+        ["--config", CONFIGS / "gan" / "dcgan_digits.yaml", "--trainer.callbacks.every_n_steps=2",
          "--trainer.callbacks.num_samples=16"],
         {"train/d_loss", "train/g_loss", "val/d_loss", "lr-Adam", "lr-Adam-1", "throughput/samples_per_sec"},
         "samples/samples._type", "images/separated", "GANModule",
@@ -157,6 +169,18 @@ def test_gan_and_gpt_offline_runs_record_their_metrics_samples_and_config(cli, t
     keys = history_keys(records)
     assert expected_keys <= keys, f"missing {sorted(expected_keys - keys)}"
     assert any(item.get(sample_key) == sample_type for item in history(records)), f"no {sample_key} record"
+    # One x-axis: media land on the steps of the losses logged in the same batch (a GAN's grids were at
+    # global_step, 2 optimizer steps per batch, i.e. twice the losses' step).
+    media_steps = {item["trainer/global_step"] for item in history(records) if sample_key in item}
+    loss_key = "train/g_loss" if family == "gan" else "train/loss"
+    loss_steps = {item["trainer/global_step"] for item in history(records) if loss_key in item}
+    assert media_steps and max(media_steps) <= max(loss_steps), (sorted(media_steps), sorted(loss_steps))
+    if family == "gan":  # grids every 2 batches, losses every 2 batches (log_every_n_steps 2): the same steps
+        assert media_steps <= loss_steps, (sorted(media_steps), sorted(loss_steps))
+        local = sorted((tmp_path / "runs").glob("gen-lightning/*/samples/samples_step*.png"))[-1]
+        last = max((item for item in history(records) if sample_key in item), key=lambda i: i["trainer/global_step"])
+        run_folder = next((tmp_path / "runs" / "wandb").glob("offline-run-*"))
+        assert_same_nonblank_image(run_folder / "files" / last["samples/samples.filenames"][0], local)
     config = merged_config(records)
     assert config["model"]["class_path"].endswith(module) and config["command"].startswith("gen-lightning fit")
 
