@@ -70,10 +70,10 @@ class TranslatesText(Protocol):
 
 @runtime_checkable
 class ReportsFlops(Protocol):
-    """Model FLOPs of one training batch (forward + backward, all networks it trains), for MFU."""
+    """Model FLOPs of one training step on `batch` on this device (forward + backward of every network it
+    trains), for FLOPs/s and MFU; see gen_lightning/models/flops.py."""
 
-    @property
-    def flops_per_batch(self) -> Optional[int]: ...
+    def flops_per_batch(self, batch) -> int: ...
 
 
 @runtime_checkable

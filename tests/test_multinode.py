@@ -106,7 +106,7 @@ def test_fsdp_config_trains_the_gpt_on_gpus(cli):
         pytest.skip("needs a CUDA GPU")
     result = cli("fit", "--config", CONFIGS / "trainer" / "fsdp.yaml", *experiment_args("gpt", cli.cwd),
                  "--trainer.max_steps", STEPS, "--trainer.val_check_interval", STEPS, "--trainer.limit_val_batches", 2,
-                 "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", timeout=600)
+                 "--trainer.logger", "false", "--trainer.enable_progress_bar", "false")
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     last = cli.cwd / "runs" / "checkpoints" / "last.ckpt"
     assert last.is_file()  # state_dict_type full: one ordinary file

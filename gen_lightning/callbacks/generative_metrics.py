@@ -25,6 +25,7 @@ every rank logs the same global value.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
@@ -36,6 +37,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Subset
 
 from gen_lightning.errors import UserError
+from gen_lightning.file_lock import file_lock
 from gen_lightning.metrics.classifier_features import dataset_key, ensure_classifier, load_classifier_features
 from gen_lightning.metrics.features import FeatureExtractor
 from gen_lightning.metrics.inception import InceptionFeatures, require_inception_weights
@@ -70,6 +72,19 @@ def _on_rank_zero(trainer: L.Trainer, fn: Callable[[], Any]) -> Any:
     return outcome[1]
 
 
+CACHE_ENV = "GEN_LIGHTNING_EVALUATOR_CACHE"
+
+
+def evaluator_cache(cache_dir: Optional[str], datamodule) -> Path:
+    """Where evaluators and reference statistics live: `cache_dir`, else $GEN_LIGHTNING_EVALUATOR_CACHE (one folder
+    for every run of a machine or test session, so the evaluator is trained once), else `<data.root>/evaluators`."""
+    if cache_dir:
+        return Path(cache_dir)
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(getattr(datamodule, "root", "data")) / "evaluators"
+
+
 class GenerativeMetrics(Callback):
     def __init__(
         self,
@@ -101,7 +116,7 @@ class GenerativeMetrics(Callback):
             reference: real statistics .npz (mu, sigma: pytorch-fid layout) to compare against; None =
                 computed from the data and cached.
             max_real_samples: real images used for the cached statistics.
-            cache_dir: evaluators and statistics; None = `<data.root>/evaluators`.
+            cache_dir: evaluators and statistics; None = $GEN_LIGHTNING_EVALUATOR_CACHE or `<data.root>/evaluators`.
             classifier_path: an exported classifier evaluator to use instead of the cached one.
             train_classifier: train the classifier evaluator when it is missing (else fail with the command).
             inception_weights: the InceptionV3 weights file; None = torch hub's checkpoints dir.
@@ -138,6 +153,8 @@ class GenerativeMetrics(Callback):
         self.seed = seed
         self.scores: Optional[GenerativeScores] = None
         self._last_step_bucket = 0
+        # What a GAN's best checkpoint is chosen by (GenCheckpoint; a module's own metric comes first).
+        self.checkpoint_metric = ("val/fid", "min") if "fid" in self.metric_names else None
 
     # -- setup: extractor and reference statistics, once ------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -148,7 +165,7 @@ class GenerativeMetrics(Callback):
                 f"GenerativeMetrics needs a model with sample(n, generator); {type(pl_module).__name__} has none"
             )
         datamodule = trainer.datamodule
-        cache = Path(self.cache_dir) if self.cache_dir else Path(getattr(datamodule, "root", "data")) / "evaluators"
+        cache = evaluator_cache(self.cache_dir, datamodule)
         extractor = self._build_extractor(trainer, datamodule, cache)
         self.scores = GenerativeScores(
             extractor, self.metric_names, kid_subsets=self.kid_subsets, kid_subset_size=self.kid_subset_size,
@@ -183,19 +200,22 @@ class GenerativeMetrics(Callback):
         path = cache / "stats" / name
 
         def compute_and_save() -> str:
-            if not path.is_file():
-                start = time.perf_counter()
-                stats = self._real_statistics(datamodule, extractor, trainer.strategy.root_device)
-                stats.save(path)
-                rank_zero_info(
-                    f"GenerativeMetrics: real statistics of {stats.num_samples} images in "
-                    f"{time.perf_counter() - start:.1f} s -> {path}"
-                )
+            with file_lock(path):  # another run may be computing the same file
+                if not path.is_file():
+                    self._compute_and_save(datamodule, extractor, trainer, path)
             return str(path)
 
         stats_path = _on_rank_zero(trainer, compute_and_save)
         rank_zero_info(f"GenerativeMetrics: reference statistics {stats_path}")
         return ReferenceStats.load(stats_path)
+
+    def _compute_and_save(self, datamodule, extractor, trainer: L.Trainer, path: Path) -> None:
+        start = time.perf_counter()
+        stats = self._real_statistics(datamodule, extractor, trainer.strategy.root_device)
+        stats.save(path)
+        rank_zero_info(
+            f"GenerativeMetrics: real statistics of {stats.num_samples} images in {time.perf_counter() - start:.1f} s -> {path}"
+        )
 
     def _real_statistics(self, datamodule, extractor, device: torch.device) -> ReferenceStats:
         """Stream the real images through a rank-local GenerativeScores: only sums and KID features kept."""
