@@ -81,3 +81,12 @@ class NamesCheckpointMetric(Protocol):
     """The logged metric that picks the best checkpoint: (key, "min" | "max"), or None for none."""
 
     checkpoint_metric: Optional[tuple[str, str]]
+
+
+# -- what a callback may ask of a strategy -------------------------------------------------------------------------
+@runtime_checkable
+class SkipsNonFiniteSteps(Protocol):
+    """A strategy whose optimizer steps skip updates with non-finite gradients themselves (DeepSpeed's engines):
+    `skipped_steps()` is the number skipped so far, summed over its engines, the same on every rank."""
+
+    def skipped_steps(self) -> int: ...

@@ -19,6 +19,20 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 
 
+def pytest_sessionstart(session) -> None:
+    import time
+
+    session.config._matrix_started = time.monotonic()
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    import time
+
+    from tests.matrix import report
+
+    report.write_if_complete(time.monotonic() - getattr(session.config, "_matrix_started", time.monotonic()))
+
+
 def pytest_configure(config) -> None:
     # The GAN and VAE configs compute FID on the features of a digits classifier, trained when missing from
     # the evaluator cache: one cache for the whole session (every test runs in its own folder), so it is

@@ -6,23 +6,17 @@ Lightning's SLURMEnvironment reads ranks, node rank and world size from them; `-
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 
+from tests.helpers import free_port
 from tests.conftest import CONFIGS, cli_env
 from tests.slurm.probe import PROBE_PATH, probe_config, probe_lines
 
 STEPS = 4
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def slurm_task_env(rank: int, port: int) -> dict[str, str]:

@@ -70,19 +70,37 @@ def test_windows_are_a_function_of_seed_epoch_and_index(text_dm):
     assert torch.equal(x[1:], y[:-1])
 
 
-def test_text_loader_resumes_mid_epoch_on_the_same_windows(text_dm):
-    loader = text_dm.train_dataloader()
-    loader.sampler.set_epoch(1)
+def resumed_batches(make_loader, epoch: int, consumed: int) -> tuple[list, list]:
+    """The rest of `epoch` after `consumed` batches, uninterrupted and through a saved and restored loader state.
+    Restored in Lightning's order: the state is loaded and the iterator made before the epoch is set."""
+    loader = make_loader()
+    loader.sampler.set_epoch(epoch)
     batches = iter(loader)
-    for _ in range(3):
+    for _ in range(consumed):
         next(batches)
     state = loader.state_dict()
-    rest = [x for x, _ in batches]
-    resumed = text_dm.train_dataloader()
-    resumed.sampler.set_epoch(1)
+    rest = [b[0] for b in batches]
+    resumed = make_loader()
     resumed.load_state_dict(state)
-    again = [x for x, _ in resumed]
+    again = iter(resumed)
+    resumed.sampler.set_epoch(epoch)
+    return rest, [b[0] for b in again]
+
+
+@pytest.mark.parametrize("epoch", [0, 1, 2])
+def test_text_loader_resumes_mid_epoch_on_the_same_windows(text_dm, epoch):
+    rest, again = resumed_batches(text_dm.train_dataloader, epoch, consumed=3)
     assert len(again) == len(rest) > 0
+    assert all(torch.equal(a, b) for a, b in zip(again, rest))
+
+
+@pytest.mark.parametrize("epoch", [0, 1, 2])
+def test_image_loader_resumes_mid_epoch_in_any_epoch(epoch):
+    # Measured before the samplers were stateful: resumed in epoch 1, the loader fast-forwarded epoch 0's order.
+    dm = ImageDataModule("digits", image_size=8, batch_size=64)
+    dm.setup("fit")
+    rest, again = resumed_batches(dm.train_dataloader, epoch, consumed=5)
+    assert len(again) == len(rest) == 20
     assert all(torch.equal(a, b) for a, b in zip(again, rest))
 
 

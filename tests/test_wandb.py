@@ -14,50 +14,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CONFIGS, REPO, cli_env
+from tests.helpers import assert_same_nonblank_image, history, history_keys, merged_config, wandb_records
 
 FAKE_KEY = "fake-key-1234567890abcdef1234567890abcdef12345678"
 TINY_RUN = [
     "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "6", "--trainer.limit_val_batches", "2", "--trainer.log_every_n_steps", "2",
     "--trainer.enable_progress_bar", "false", "--throughput.window_size", "2",
 ]
-
-
-def wandb_records(folder: Path) -> list[dict]:
-    """Every record of the one offline W&B run under `folder`."""
-    run_files = sorted(folder.rglob("offline-run-*/run-*.wandb"))
-    assert len(run_files) == 1, f"expected one offline run, found {run_files}"
-    wandb_exe = Path(sys.executable).parent / "wandb"
-    out = subprocess.run([str(wandb_exe), "leet", "inspect", "--json", str(run_files[0])],
-                         capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
-
-
-def assert_same_nonblank_image(wandb_png: Path, local_png: Path) -> None:
-    import numpy as np
-    from PIL import Image
-
-    stored = np.asarray(Image.open(wandb_png).convert("RGB"))
-    local = np.asarray(Image.open(local_png).convert("RGB"))
-    assert stored.shape == local.shape, (stored.shape, local.shape)
-    assert np.array_equal(stored, local), f"W&B image differs from {local_png.name}: max {np.abs(stored.astype(int) - local).max()}"
-    assert stored.std() > 10, f"{wandb_png.name} is blank (std {stored.std():.2f})"
-
-
-def history(records: list[dict]) -> list[dict]:
-    return [r["history"]["item"] for r in records if r["type"] == "history"]
-
-
-def history_keys(records: list[dict]) -> set[str]:
-    return {key for item in history(records) for key in item}
-
-
-def merged_config(records: list[dict]) -> dict:
-    config: dict = {}
-    for r in records:
-        if r["type"] == "config":
-            config.update(r["config"].get("update", {}))
-    return config
 
 
 def offline_env(tmp_path: Path, **extra: str) -> dict[str, str]:

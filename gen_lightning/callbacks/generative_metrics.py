@@ -16,10 +16,12 @@ Before training (setup), once:
 - the real statistics: `reference` (an .npz, pytorch-fid layout) if given, else the cache
   `<evaluators>/stats/<dataset>-<image_size>-<extractor>-n<N>.npz`, computed by rank 0 on the first
   `max_real_samples` images of the whole dataset when missing.
-Then every `every_n_epochs` validation epochs (or every `every_n_steps` optimizer steps): each rank
-draws its share of `num_samples` images with a fixed seed per rank (the same latents at every
-evaluation, so the curve shows the model changing, not the noise), torchmetrics reduces across ranks,
-every rank logs the same global value.
+Then every `every_n_epochs` validation epochs (or every `every_n_steps` optimizer steps): the `num_samples`
+images are drawn in chunks of `batch_size`, each chunk from its own fixed seed and the chunks dealt out
+to the ranks, so the images (and val/fid) are the same on any number of ranks and at every evaluation;
+torchmetrics reduces across ranks, every rank logs the same global value. KID subsets and IS splits are
+random draws over the gathered features, whose order follows the ranks: equal in distribution across
+world sizes, not to the last digit.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from gen_lightning.metrics.features import FeatureExtractor
 from gen_lightning.metrics.inception import InceptionFeatures, require_inception_weights
 from gen_lightning.metrics.reference import ReferenceStats
 from gen_lightning.metrics.scores import METRICS, GenerativeScores
+from gen_lightning.strategies.sharding import parameters_are_sharded
 
 log = logging.getLogger(__name__)
 
@@ -256,17 +259,23 @@ class GenerativeMetrics(Callback):
     # -- one evaluation ---------------------------------------------------------------------------
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, on_step: bool) -> dict[str, float]:
         world, rank = trainer.world_size, trainer.global_rank
-        if self.num_samples < world:
-            raise UserError(f"GenerativeMetrics.num_samples ({self.num_samples}) must be >= the number of ranks ({world})")
         scores = self.scores.to(pl_module.device)
-        share = self.num_samples // world + (rank < self.num_samples % world)
-        generator = torch.Generator().manual_seed(self.seed + rank)  # different latents per rank, same every time
+        # The samples are chunks of `batch_size` numbered over all ranks, chunk k from its own seed, rank r drawing
+        # chunks r, r + W, ...: the same images whatever the number of ranks (so val/fid is too), and the same
+        # latents at every evaluation (the curve shows the model changing, not the noise).
+        chunks = [(start, min(self.batch_size, self.num_samples - start))
+                  for start in range(0, self.num_samples, self.batch_size)]
+        mine = chunks[rank::world]
+        # Sharded weights (ZeRO-3, FSDP) make every forward a collective: every rank samples as often.
+        calls = -(-len(chunks) // world) if parameters_are_sharded(trainer) else len(mine)
         was_training = pl_module.training
         pl_module.eval()
         try:
-            for start in range(0, share, self.batch_size):
-                images = pl_module.sample(min(self.batch_size, share - start), generator=generator)
-                scores.update(images.float(), real=False)
+            for i in range(calls):
+                start, n = mine[i] if i < len(mine) else (0, 1)
+                images = pl_module.sample(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + start))
+                if i < len(mine):
+                    scores.update(images.float(), real=False)
         finally:
             pl_module.train(was_training)
         values = scores.compute()
