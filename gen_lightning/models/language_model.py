@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from gen_lightning.data.tokenizers import Tokenizer, tokenizer_from_json
 from gen_lightning.errors import UserError
 from gen_lightning.metrics import TokenPerplexity
+from gen_lightning.models.flops import count, meta_like, meta_twin
 
 
 def warmup_cosine(step: int, warmup_steps: int, decay_steps: int, min_ratio: float) -> float:
@@ -83,6 +84,12 @@ class LanguageModel(L.LightningModule):
             self.tokenizer_json = datamodule.tokenizer.to_json()
 
     # -- training -----------------------------------------------------------------------------------
+    def flops_per_batch(self, batch) -> int:
+        """FLOPs of one training step on `batch` (forward + backward of the LM loss), counted on the meta device
+        (models/flops.py); for the GPT, `GPT.analytic_flops` is nanoGPT's closed form of the same number."""
+        twin, (x, y) = meta_twin(self), (meta_like(batch[0]), meta_like(batch[1]))
+        return count(twin, lambda: twin(x), lambda logits: F.cross_entropy(logits.flatten(0, 1), y.flatten()))
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
         logits = self(x)
