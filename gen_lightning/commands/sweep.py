@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import warnings
@@ -194,7 +195,7 @@ def main(argv: list[str]) -> int:
 
     from gen_lightning.sweeps.queue import StopWhenDone, open_failures, requeue, work_left
     from gen_lightning.sweeps.report import log_summary_run, print_summary
-    from gen_lightning.sweeps.storage import open_study
+    from gen_lightning.sweeps.storage import fail_stale_trials, open_study
     from gen_lightning.sweeps.trial import Surplus, TrialFailed, TrialRunner, raise_terminated
 
     if is_in(url, root):
@@ -208,7 +209,9 @@ def main(argv: list[str]) -> int:
             requeue(study, trial)
             print(f"[sweep {spec.name}] trial {trial.number} queued again", flush=True)
     logger = logger_args(config, (gen_lightning_args(spec.command) or ["fit"])[0])
-    runner = TrialRunner(spec, root, url, args.seed, budget, extra, run_overrides(logger, spec.name), args.index)
+    array_task = args.index if args.index is not None else os.environ.get("SLURM_ARRAY_TASK_ID")
+    fail_stale_trials(study)  # trials of killed workers are failed before anything counts them
+    runner = TrialRunner(spec, root, url, args.seed, budget, extra, run_overrides(logger, spec.name), array_task)
     _quiet_expected_failures()
     signal.signal(signal.SIGTERM, raise_terminated)  # scancel / kill: stop like Ctrl-C, the trial runs again
     try:
@@ -222,6 +225,7 @@ def main(argv: list[str]) -> int:
         print(f"[sweep {spec.name}] interrupted at trial {runner.current}; it is queued again: the same command "
               "resumes the sweep", file=sys.stderr)
         return 130
+    fail_stale_trials(study)  # the table says how things are, also if no other worker asks again
     print_summary(spec, study, budget)
     if not work_left(study, budget) and not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         log_summary_run(spec, study, url, root, str(logger.get("project") or "gen-lightning"), logger.get("entity"))

@@ -43,16 +43,14 @@ def format_value(value: Any) -> str:
 
 
 def describe_state(trial: FrozenTrial, again: dict[int, int]) -> str:
-    if trial.state == TrialState.PRUNED:
-        return f"pruned @ {len(trial.intermediate_values)}"
     if trial.state == TrialState.FAIL:
         error = trial.user_attrs.get("error") or "no heartbeat from its worker: killed?"
         rerun = f" → re-run as {again[trial.number]}" if trial.number in again else ""
         return f"FAILED: {error}{rerun}"
-    if trial.state == TrialState.RUNNING:
-        return f"running on {trial.user_attrs.get('host', '?')}"
+    text = {TrialState.PRUNED: f"pruned @ {len(trial.intermediate_values)}",
+            TrialState.RUNNING: f"running on {trial.user_attrs.get('host', '?')}"}.get(trial.state, trial.state.name.lower())
     retry = retried_from(trial)
-    return f"waiting (re-run of {retry})" if retry is not None else trial.state.name.lower()
+    return f"{text} (re-run of {retry})" if retry is not None else text
 
 
 def rows(spec: SweepSpec, study: optuna.Study) -> list[dict[str, Any]]:

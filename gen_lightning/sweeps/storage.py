@@ -16,9 +16,12 @@ the nodes' clocks must agree to within the grace period, as NTP keeps them).
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -92,21 +95,42 @@ def open_storage(url: str, heartbeat: Optional[int] = None):
             grace = None if heartbeat is None else GRACE_FACTOR * heartbeat
             return RDBStorage(url, heartbeat_interval=heartbeat, grace_period=grace)
         except Exception as err:  # noqa: BLE001 - any reason a storage cannot be opened is the user's to fix
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            cause = err.__cause__ if isinstance(err, ImportError) and err.__cause__ else err  # the missing driver
+            reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
             raise UserError(f"cannot open the study storage {url!r} ({reason[:300]}); give --storage a database URL "
                             "Optuna accepts (sqlite:///path/study.db, postgresql://...), `journal`, or the path "
                             "of a journal file in an existing, writable folder") from None
 
 
+@contextmanager
+def _one_at_a_time(url: str):
+    """Serialise the creation of an SQLite study file: two workers creating Optuna's tables at once fail
+    (measured: "table study_directions already exists", "UNIQUE constraint failed: alembic_version")."""
+    if not url.startswith("sqlite:///"):
+        yield
+        return
+    folder = Path(url.removeprefix("sqlite:///")).parent
+    if not folder.is_dir():  # open_storage says so in one line
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)  # a lock on the folder: no lock file left beside the database
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # SQLite itself needs working POSIX locks on this filesystem
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def open_study(spec, url: str, heartbeat: Optional[int], seed: int) -> optuna.Study:
     """Create the sweep's study in the storage, or join it; a study made from another sweep file is refused."""
-    storage = open_storage(url, heartbeat)
-    try:
-        study = optuna.create_study(storage=storage, study_name=spec.name, direction=spec.goal,
-                                    sampler=spec.sampler(seed), pruner=spec.pruner(), load_if_exists=True)
-    except Exception as err:  # noqa: BLE001 - e.g. a database without the rights to create tables
-        raise UserError(f"cannot open study {spec.name!r} in {url!r} ({str(err).splitlines()[0][:300]}); "
-                        "check the storage") from None
+    with _one_at_a_time(url):
+        storage = open_storage(url, heartbeat)
+        try:
+            study = optuna.create_study(storage=storage, study_name=spec.name, direction=spec.goal,
+                                        sampler=spec.sampler(seed), pruner=spec.pruner(), load_if_exists=True)
+        except Exception as err:  # noqa: BLE001 - e.g. a database without the rights to create tables
+            raise UserError(f"cannot open study {spec.name!r} in {url!r} ({str(err).splitlines()[0][:300]}); "
+                            "check the storage") from None
     fingerprint = spec.fingerprint()
     stored = study.user_attrs.get(SPEC_ATTR)
     if stored is None:
@@ -117,6 +141,13 @@ def open_study(spec, url: str, heartbeat: Optional[int], seed: int) -> optuna.St
                         f"differ: {json.dumps({k: stored.get(k) for k in changed})}); start a new sweep with --dir NEW_DIR "
                         "(or --storage elsewhere)")
     return study
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Optuna's own check (study.optimize runs it before each trial), also where a worker starts and ends."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def study_for_trial_process(url: str, study_name: str):

@@ -93,7 +93,7 @@ class TrialRunner:
     budget: int
     extra: list[str]  # arguments after `--`, for every trial
     overrides: Callable[[Path, int], list[str]]  # (trial folder, number) -> where the run writes, its W&B name
-    array_task: Optional[int] = None
+    array_task: Optional[int | str] = None  # --index, or SLURM_ARRAY_TASK_ID: recorded with the trial
     current: Optional[int] = field(default=None, init=False)  # the trial running now
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -113,6 +113,8 @@ class TrialRunner:
                    + [f"--trainer.callbacks+={CALLBACK}"])
         trial.set_user_attr("folder", str(folder.resolve()))
         trial.set_user_attr("host", socket.gethostname())
+        if self.array_task is not None:
+            trial.set_user_attr("array_task", str(self.array_task))
         print(f"[sweep {self.spec.name}] trial {trial.number}: " + " ".join(f"{k}={v}" for k, v in params.items()),
               flush=True)
         return self._run(trial, params, command, folder)
