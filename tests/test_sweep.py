@@ -50,8 +50,8 @@ def study_of(sweep_dir: Path, name: str, storage: str | None = None):
 
 def wandb_run(run_dir: Path) -> dict:
     """An offline W&B run as wandb itself reads it back: name, state, tags, config, summary."""
-    out = subprocess.run(["wandb", "leet", "inspect", "--summary", "--json", str(run_dir)], capture_output=True,
-                         text=True, timeout=120, env=cli_env())
+    out = subprocess.run(["wandb", "leet", "inspect", "--summary", "--json", str(run_dir)], check=False,
+                         capture_output=True, text=True, timeout=120, env=cli_env())
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -191,30 +191,27 @@ def test_command_is_expanded_as_wandb_agent_does(tmp_path, monkeypatch):
 
 # -- mistakes: one line, exit 2, nothing started --------------------------------------------------------
 VAE = CONFIGS / "vae" / "mlp_digits.yaml"
+
+
+def sweep_text(method: str = "grid", parameters: str = "{model.lr: {values: [0.1]}}", more: str = "",
+               metric: str = "metric: {name: val/elbo}\n", command: str = f"[gen-lightning, fit, --config, {VAE}, '${{args}}']"):
+    return f"method: {method}\n{metric}{more}parameters: {parameters}\ncommand: {command}\n"
+
+
 BAD_INPUTS = {
-    "unknown method": ("method: hyperopt\nmetric: {name: val/elbo}\nparameters: {model.lr: {values: [0.1]}}\n"
-                       f"command: [gen-lightning, fit, --config, {VAE}, '${{args}}']", [],
-                       "unknown method 'hyperopt'; use one of grid, random, bayes"),
-    "no Optuna equivalent": ("method: random\nmetric: {name: val/elbo}\nparameters: {model.lr: {distribution: normal, "
-                             f"mu: 0.001, sigma: 0.0001}}}}\ncommand: [gen-lightning, fit, --config, {VAE}, '${{args}}']",
-                             ["--count", "2"], "distribution 'normal' has no Optuna equivalent"),
-    "empty values": ("method: grid\nmetric: {name: val/elbo}\nparameters: {model.lr: {values: []}}\n"
-                     f"command: [gen-lightning, fit, --config, {VAE}, '${{args}}']", [],
+    "unknown method": (sweep_text(method="hyperopt"), [], "unknown method 'hyperopt'; use one of grid, random, bayes"),
+    "no Optuna equivalent": (sweep_text("random", "{model.lr: {distribution: normal, mu: 0.001, sigma: 0.0001}}"),
+                             ["--count", "2"], "parameter model.lr: distribution 'normal' has no Optuna equivalent"),
+    "empty values": (sweep_text(parameters="{model.lr: {values: []}}"), [],
                      "parameter model.lr: `values` must be a non-empty list"),
-    "parameter the CLI refuses": ("method: grid\nmetric: {name: val/elbo}\nparameters: {model.lrr: {values: [0.1]}}\n"
-                                  f"command: [gen-lightning, fit, --config, {VAE}, '${{args}}']", [],
+    "parameter the CLI refuses": (sweep_text(parameters="{model.lrr: {values: [0.1]}}"), [],
                                   "a configuration (model.lrr=0.1) is rejected"),
-    "journal in a missing folder": ("method: grid\nmetric: {name: val/elbo}\nparameters: {model.lr: {values: [0.1]}}\n"
-                                    f"command: [gen-lightning, fit, --config, {VAE}, '${{args}}']",
-                                    ["--storage", "/nonexistent/sweeps/study.journal"],
+    "journal in a missing folder": (sweep_text(), ["--storage", "/nonexistent/sweeps/study.journal"],
                                     "cannot open the study storage '/nonexistent/sweeps/study.journal'"),
-    "database that cannot be opened": ("method: grid\nmetric: {name: val/elbo}\nparameters: {model.lr: {values: [0.1]}}\n"
-                                       f"command: [gen-lightning, fit, --config, {VAE}, '${{args}}']",
-                                       ["--storage", "sqlite:////nonexistent/study.db"],
+    "database that cannot be opened": (sweep_text(), ["--storage", "sqlite:////nonexistent/study.db"],
                                        "cannot open the study storage 'sqlite:////nonexistent/study.db'"),
-    "unknown database": ("method: grid\nmetric: {name: val/elbo}\nparameters: {model.lr: {values: [0.1]}}\n"
-                         f"command: [gen-lightning, fit, --config, {VAE}, '${{args}}']",
-                         ["--storage", "nosuchdb://host/study"], "cannot open the study storage 'nosuchdb://host/study'"),
+    "unknown database": (sweep_text(), ["--storage", "nosuchdb://host/study"],
+                         "cannot open the study storage 'nosuchdb://host/study'"),
 }
 
 
@@ -235,26 +232,19 @@ def test_bad_input_is_one_line_exit_2_and_nothing_starts(case, tmp_path, capsys,
 
 
 @pytest.mark.parametrize("body, message", [
-    ("method: grid\nmetric: {name: m}\nparameters: {model.lr: {min: 0.1, max: 1.0}}\ncommand: [gen-lightning, fit, '${args}']",
-     "a grid needs `values`"),
-    ("method: random\nmetric: {name: m}\nparameters: {model.lr: {distribution: beta}}\ncommand: [gen-lightning, fit, '${args}']",
-     "distribution 'beta' has no Optuna equivalent"),
-    ("method: random\nmetric: {name: m}\nparameters: {model.lr: {distribution: gamma}}\ncommand: [gen-lightning, fit, '${args}']",
-     "distribution 'gamma' is not a W&B distribution"),
-    ("method: random\nmetric: {name: m}\nparameters: {model.lr: {values: [1, 2], probabilities: [0.9, 0.1]}}\n"
-     "command: [gen-lightning, fit, '${args}']", "`probabilities` has no Optuna equivalent"),
-    ("method: random\nmetric: {name: m}\nparameters: {model.bs: {distribution: q_log_uniform_values, min: 8, max: 512, "
-     "q: 8}}\ncommand: [gen-lightning, fit, '${args}']", "q_log_uniform_values with q=8, min=8 has no Optuna equivalent"),
-    ("method: bayes\nmetric: {name: m}\nearly_terminate: {type: hyperband, min_iter: 1, strict: true}\n"
-     "parameters: {model.lr: {values: [1]}}\ncommand: [gen-lightning, fit, '${args}']", "strict has no Optuna equivalent"),
-    ("method: bayes\nmetric: {name: m}\nearly_terminate: {type: envelope}\nparameters: {model.lr: {values: [1]}}\n"
-     "command: [gen-lightning, fit, '${args}']", "type 'envelope' is not supported"),
-    ("method: grid\nparameters: {model.lr: {values: [1]}}\ncommand: [gen-lightning, fit, '${args}']",
-     "the study needs the metric it optimizes"),
-    ("method: grid\nmetric: {name: m}\nparameters: {model.lr: {values: [1]}}\ncommand: [gen-lightning, fit]",
-     "must be a list ending in ${args}"),
-    ("method: grid\nmetric: {name: m}\nsampler: tpe\nparameters: {model.lr: {values: [1]}}\ncommand: [gen-lightning, fit, '${args}']",
-     "sampler is not a W&B sweep key"),
+    (sweep_text(parameters="{model.lr: {min: 0.1, max: 1.0}}"), "a grid needs `values`"),
+    (sweep_text("random", "{model.lr: {distribution: beta}}"), "distribution 'beta' has no Optuna equivalent"),
+    (sweep_text("random", "{model.lr: {distribution: gamma}}"), "distribution 'gamma' is not a W&B distribution"),
+    (sweep_text("random", "{model.lr: {values: [1, 2], probabilities: [0.9, 0.1]}}"),
+     "`probabilities` has no Optuna equivalent"),
+    (sweep_text("random", "{model.bs: {distribution: q_log_uniform_values, min: 8, max: 512, q: 8}}"),
+     "q_log_uniform_values with q=8, min=8 has no Optuna equivalent"),
+    (sweep_text("bayes", more="early_terminate: {type: hyperband, min_iter: 1, strict: true}\n"),
+     "strict has no Optuna equivalent"),
+    (sweep_text("bayes", more="early_terminate: {type: envelope}\n"), "type 'envelope' is not supported"),
+    (sweep_text(metric=""), "the study needs the metric it optimizes"),
+    (sweep_text(command="[gen-lightning, fit]"), "must be a list ending in ${args}"),
+    (sweep_text(more="sampler: tpe\n"), "sampler is not a W&B sweep key"),
 ])
 def test_sweep_file_mistakes_are_named(tmp_path, body, message):
     import re
@@ -297,7 +287,7 @@ def test_failed_trial_is_recorded_and_an_interrupted_sweep_resumes(tmp_path):
     assert f"interrupted at trial {interrupted}; it is queued again" in first
     assert states(sweep_dir)[interrupted]["status"] == "interrupted"
 
-    second = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    second = subprocess.run(args, check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     output = second.stdout + second.stderr
     assert second.returncode == 1, output[-3000:]  # the sweep holds a failed trial
     trials = study_of(sweep_dir, "bs").trials
@@ -361,7 +351,7 @@ def test_ddp_trial_gets_its_parameters_on_every_rank_and_all_ranks_stop_when_pru
     result = subprocess.run(
         sweep_cmd(sweep, "--count", "5", "--index", "3", "--", "--trainer.max_epochs=3", "--trainer.limit_train_batches=3",
                   "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false"),
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]

@@ -24,7 +24,7 @@ def test_bayes_sweep_with_hyperband_prunes_trials_and_prints_the_best_the_study_
     sweep_dir = tmp_path / "runs" / "sweeps" / "vae_bayes_hyperband"
     result = subprocess.run(
         sweep_cmd(Path("configs/sweeps/vae_bayes_hyperband.yaml"), "--count", "4", "--", *TINY, "--trainer.max_epochs=3"),
-        cwd=tmp_path, env=cli_env(WANDB_MODE="offline"), capture_output=True, text=True, timeout=900)
+        check=False, cwd=tmp_path, env=cli_env(WANDB_MODE="offline"), capture_output=True, text=True, timeout=900)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
 
@@ -39,8 +39,9 @@ def test_bayes_sweep_with_hyperband_prunes_trials_and_prints_the_best_the_study_
         (last,) = folder.rglob("last.ckpt")
         step = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
         (run,) = folder.rglob("offline-run-*")
-        seen = wandb_run(run)
+        seen = wandb_run(run)  # every trial a W&B run of the sweep's group, its parameters and state in it
         assert seen["state"] == "finished" and seen["config"]["sweep"]["params"] == t.params
+        assert seen["name"] == f"vae_bayes_hyperband-{t.number}" and "sweep-vae_bayes_hyperband" in seen["tags"]
         if t in pruned:
             # min_iter 2: judged at its 2nd validation, stopped there, its checkpoint and run complete.
             assert t.user_attrs["pruned"]["validation"] == 2 == len(t.intermediate_values)
@@ -62,3 +63,18 @@ def test_bayes_sweep_with_hyperband_prunes_trials_and_prints_the_best_the_study_
     first_row = next(line for line in table.splitlines() if line.startswith("│"))
     assert f"│     {best.number} │" in first_row and "★" in first_row
     assert sum("pruned @ 2" in line for line in table.splitlines()) == len(pruned)
+    records = subprocess.run(["wandb", "leet", "inspect", "--json", str(run)], check=False, capture_output=True,
+                             text=True, env=cli_env(), timeout=120)
+    assert '"run_group":"vae_bayes_hyperband"' in records.stdout  # the run record holds the group
+
+    # The sweep's W&B summary run: the table ranking the trials, best first, as the study holds them.
+    (summary_run,) = (sweep_dir / "wandb").glob("offline-run-*")
+    seen = wandb_run(summary_run)
+    assert seen["name"] == "vae_bayes_hyperband-summary" and seen["summary"]["best/trial"] == best.number
+    assert seen["summary"]["best/val/elbo"] == best.value and seen["summary"]["best/model.lr"] == best.params["model.lr"]
+    assert seen["summary"]["trials/complete"] == len(complete) and seen["summary"]["trials/pruned"] == len(pruned)
+    table = json.loads((summary_run / "files" / seen["summary"]["sweep/trials"]["path"]).read_text())
+    column = {name: i for i, name in enumerate(table["columns"])}
+    assert table["data"][0][column["trial"]] == best.number and len(table["data"]) == 4
+    values = [row[column["val/elbo"]] for row in table["data"] if row[column["state"]] == "complete"]
+    assert values == sorted(values, reverse=True) == sorted((t.value for t in complete), reverse=True)

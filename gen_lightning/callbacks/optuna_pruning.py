@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import Optional
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
@@ -50,9 +49,9 @@ class OptunaPruning(Callback):
             _die_with_parent()
         self._trial = None  # optuna.Trial, rank 0 only
         self._params: dict = {}
-        self._metric: Optional[str] = None
+        self._metric: str | None = None
         self._validations = 0
-        self._stopped: Optional[str] = None  # "pruned" | "orphaned"
+        self._stopped: str | None = None  # "pruned" | "orphaned"
         self._warned = False
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -98,7 +97,7 @@ class OptunaPruning(Callback):
             rank_zero_info(f"sweep: trial {self._trial.number} pruned at validation {self._validations} "
                            f"({self._metric}={value:.4g}, step {trainer.global_step}): stopping")
 
-    def _report(self, trainer: L.Trainer) -> Optional[str]:
+    def _report(self, trainer: L.Trainer) -> str | None:
         import optuna
 
         value = trainer.callback_metrics.get(self._metric)

@@ -193,14 +193,25 @@ def main(argv: list[str]) -> int:
 
     import optuna
 
-    from gen_lightning.sweeps.queue import StopWhenDone, open_failures, requeue, work_left
+    from gen_lightning.sweeps.queue import (
+        StopWhenDone,
+        open_failures,
+        requeue,
+        work_left,
+    )
     from gen_lightning.sweeps.report import log_summary_run, print_summary
     from gen_lightning.sweeps.storage import fail_stale_trials, open_study
-    from gen_lightning.sweeps.trial import Surplus, TrialFailed, TrialRunner, raise_terminated
+    from gen_lightning.sweeps.trial import (
+        Surplus,
+        TrialFailed,
+        TrialRunner,
+        raise_terminated,
+    )
 
     if is_in(url, root):
         root.mkdir(parents=True, exist_ok=True)
     study = open_study(spec, url, args.heartbeat, args.seed)
+    fail_stale_trials(study)  # trials of killed workers are failed before anything counts or re-queues them
     if args.list:
         list_trials(spec, study, budget)
         return 0
@@ -210,7 +221,6 @@ def main(argv: list[str]) -> int:
             print(f"[sweep {spec.name}] trial {trial.number} queued again", flush=True)
     logger = logger_args(config, (gen_lightning_args(spec.command) or ["fit"])[0])
     array_task = args.index if args.index is not None else os.environ.get("SLURM_ARRAY_TASK_ID")
-    fail_stale_trials(study)  # trials of killed workers are failed before anything counts them
     runner = TrialRunner(spec, root, url, args.seed, budget, extra, run_overrides(logger, spec.name), array_task)
     _quiet_expected_failures()
     signal.signal(signal.SIGTERM, raise_terminated)  # scancel / kill: stop like Ctrl-C, the trial runs again
@@ -218,12 +228,13 @@ def main(argv: list[str]) -> int:
         if work_left(study, budget):
             study.optimize(runner, n_trials=1 if args.index is not None else None,
                            callbacks=[StopWhenDone(budget)], catch=(TrialFailed, Surplus))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C; SIGTERM raises Terminated, a KeyboardInterrupt
         interrupted = next((t for t in study.get_trials(deepcopy=False) if t.number == runner.current), None)
+        again = ""
         if interrupted is not None and interrupted.state == optuna.trial.TrialState.FAIL:
             requeue(study, interrupted)
-        print(f"[sweep {spec.name}] interrupted at trial {runner.current}; it is queued again: the same command "
-              "resumes the sweep", file=sys.stderr)
+            again = f" at trial {interrupted.number}; it is queued again"
+        print(f"[sweep {spec.name}] interrupted{again}: the same command resumes the sweep", file=sys.stderr)
         return 130
     fail_stale_trials(study)  # the table says how things are, also if no other worker asks again
     print_summary(spec, study, budget)

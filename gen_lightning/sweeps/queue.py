@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Optional
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -26,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 SURPLUS_ATTR = "surplus"
 
 
-def retried_from(trial: FrozenTrial) -> Optional[int]:
+def retried_from(trial: FrozenTrial) -> int | None:
     """The number of the trial this one re-runs (None for a trial of its own)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

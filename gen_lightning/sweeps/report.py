@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -31,7 +32,7 @@ def ranked(spec: SweepSpec, trials: list[FrozenTrial]) -> list[FrozenTrial]:
     return sorted(shown, key=lambda t: (ORDER[t.state], sign * t.value if t.value is not None else 0.0, t.number))
 
 
-def best_trial(study: optuna.Study) -> Optional[FrozenTrial]:
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
     try:
         return study.best_trial
     except ValueError:  # no complete trial yet
@@ -95,7 +96,7 @@ def print_summary(spec: SweepSpec, study: optuna.Study, budget: int) -> None:
 
 
 def log_summary_run(spec: SweepSpec, study: optuna.Study, storage: str, folder: Path,
-                    project: str, entity: Optional[str]) -> Optional[Path]:
+                    project: str, entity: str | None) -> Path | None:
     """The ranked table and the best trial as a W&B run `<sweep>-summary` in the sweep's group."""
     mode = os.environ.get("WANDB_MODE", "offline").lower()  # as the trials: offline unless told otherwise
     if mode == "disabled":
@@ -106,8 +107,9 @@ def log_summary_run(spec: SweepSpec, study: optuna.Study, storage: str, folder: 
     columns = ["rank", "trial", *spec.parameters, spec.metric, "state", "validations", "seconds"]
     # One summary run per study, resumed by each later call: its id is derived from storage + study.
     key = hashlib.sha1(f"{storage}#{study.study_name}".encode()).hexdigest()[:8]
+    run_id = re.sub(r"[^A-Za-z0-9_-]", "-", spec.name[:40]) + f"-summary-{key}"  # the characters W&B ids take
     run = wandb.init(project=project, entity=entity, group=spec.name, job_type="sweep-summary",
-                     name=f"{spec.name}-summary", id=f"{spec.name[:40]}-summary-{key}", resume="allow",
+                     name=f"{spec.name}-summary", id=run_id, resume="allow",
                      dir=str(folder), mode="offline" if mode in ("offline", "dryrun") else mode,
                      config={"sweep": spec.fingerprint(), "study": study.study_name, "storage": storage},
                      settings=wandb.Settings(silent=True))

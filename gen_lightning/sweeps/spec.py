@@ -27,7 +27,7 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -55,9 +55,9 @@ class SweepSpec:
     parameters: dict[str, dict]  # as written in the file
     distributions: dict[str, Any]  # name -> optuna.distributions.BaseDistribution
     command: list[str]
-    program: Optional[str] = None
-    run_cap: Optional[int] = None
-    early_terminate: Optional[dict] = None
+    program: str | None = None
+    run_cap: int | None = None
+    early_terminate: dict | None = None
 
     # -- the search ---------------------------------------------------------------------------------
     def grid(self) -> dict[str, list]:
@@ -67,7 +67,7 @@ class SweepSpec:
     def grid_size(self) -> int:
         return math.prod(len(values) for values in self.grid().values())
 
-    def budget(self, count: Optional[int]) -> int:
+    def budget(self, count: int | None) -> int:
         """How many trials the study runs in all (shared by every worker): the grid, capped by --count / run_cap."""
         caps = [c for c in (count, self.run_cap) if c is not None]
         if self.method == "grid":
@@ -203,7 +203,7 @@ def to_distribution(where: str, p: Any):
         raise UserError(f"{where}: {message.splitlines()[0]}") from None
 
 
-def pruner_for(early_terminate: Optional[dict], where: str = "early_terminate"):
+def pruner_for(early_terminate: dict | None, where: str = "early_terminate"):
     """W&B's `early_terminate` -> an Optuna pruner (NopPruner without one)."""
     import optuna
 
@@ -236,7 +236,10 @@ def pruner_for(early_terminate: Optional[dict], where: str = "early_terminate"):
 # -- the command a trial runs ---------------------------------------------------------------------------
 def expand_command(spec: SweepSpec, params: dict[str, Any]) -> list[str]:
     """The command `wandb agent` would run for these parameters, by wandb's own macro expansion."""
-    from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
+    from wandb.sdk.launch.sweeps.utils import (
+        create_sweep_command,
+        create_sweep_command_args,
+    )
 
     variables = create_sweep_command_args({"args": {k: {"value": v} for k, v in params.items()}})
     variables["env"] = ["/usr/bin/env"]
@@ -252,7 +255,7 @@ def expand_command(spec: SweepSpec, params: dict[str, Any]) -> list[str]:
     return command
 
 
-def gen_lightning_args(command: list[str]) -> Optional[list[str]]:
+def gen_lightning_args(command: list[str]) -> list[str] | None:
     """The arguments after `gen-lightning` in a command (None when the command runs something else)."""
     for i, word in enumerate(command):
         if Path(word).name == "gen-lightning":

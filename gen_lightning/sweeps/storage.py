@@ -23,11 +23,12 @@ import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
 
 import optuna
 from optuna.storages import JournalStorage, RDBStorage
-from optuna.storages._heartbeat import BaseHeartbeat  # the interface RDBStorage implements; not re-exported
+from optuna.storages._heartbeat import (
+    BaseHeartbeat,  # the interface RDBStorage implements; not re-exported
+)
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
@@ -38,7 +39,7 @@ HEARTBEAT_ATTR = "heartbeat"  # trial system attr of HeartbeatJournalStorage
 GRACE_FACTOR = 3  # a trial is stale after 3 missed heartbeats (Optuna's own default is 2)
 
 
-def storage_url(storage: Optional[str], folder: Path) -> str:
+def storage_url(storage: str | None, folder: Path) -> str:
     """The one string every worker and trial process opens: a database URL or a journal file's absolute path."""
     if storage is None:
         return f"sqlite:///{(folder / 'study.db').resolve()}"
@@ -58,7 +59,7 @@ def is_in(url: str, folder: Path) -> bool:
 class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
     """Optuna's journal file storage, with the heartbeat Optuna gives database storages only."""
 
-    def __init__(self, path: str, heartbeat_interval: Optional[int] = None) -> None:
+    def __init__(self, path: str, heartbeat_interval: int | None = None) -> None:
         super().__init__(JournalFileBackend(path))
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = None if heartbeat_interval is None else GRACE_FACTOR * heartbeat_interval
@@ -76,14 +77,14 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         return [t._trial_id for t in running
                 if now - max(t.system_attrs.get(HEARTBEAT_ATTR, 0.0), t.datetime_start.timestamp()) > self.grace_period]
 
-    def get_heartbeat_interval(self) -> Optional[int]:
+    def get_heartbeat_interval(self) -> int | None:
         return self.heartbeat_interval
 
     def get_heartbeat_stale_trial_callback(self):
         return None  # a stale trial stays FAIL; `--retry-failed` re-queues it
 
 
-def open_storage(url: str, heartbeat: Optional[int] = None):
+def open_storage(url: str, heartbeat: int | None = None):
     """The Optuna storage behind `url` (see storage_url), with a heartbeat every `heartbeat` s if given."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
@@ -121,7 +122,7 @@ def _one_at_a_time(url: str):
         os.close(fd)  # releases the lock
 
 
-def open_study(spec, url: str, heartbeat: Optional[int], seed: int) -> optuna.Study:
+def open_study(spec, url: str, heartbeat: int | None, seed: int) -> optuna.Study:
     """Create the sweep's study in the storage, or join it; a study made from another sweep file is refused."""
     with _one_at_a_time(url):
         storage = open_storage(url, heartbeat)
@@ -154,10 +155,8 @@ def study_for_trial_process(url: str, study_name: str):
     """The study as a trial's own process sees it: no heartbeat (its worker beats), the sweep's pruner."""
     from gen_lightning.sweeps.spec import pruner_for
 
-    storage = open_storage(url)
-    probe = optuna.load_study(study_name=study_name, storage=storage)
-    fingerprint = probe.user_attrs[SPEC_ATTR]
-    # A sampler is never asked here (the worker drew the parameters); RandomSampler makes that cheap.
-    study = optuna.load_study(study_name=study_name, storage=storage, sampler=optuna.samplers.RandomSampler(),
-                              pruner=pruner_for(fingerprint["early_terminate"]))
+    study = optuna.load_study(study_name=study_name, storage=open_storage(url),
+                              sampler=optuna.samplers.RandomSampler())  # never asked: the worker drew the parameters
+    fingerprint = study.user_attrs[SPEC_ATTR]
+    study.pruner = pruner_for(fingerprint["early_terminate"])
     return study, fingerprint

@@ -21,14 +21,19 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 import optuna
 from optuna.distributions import CategoricalDistribution, IntDistribution
 
-from gen_lightning.callbacks.optuna_pruning import PRUNED_ATTR, STORAGE_ENV, STUDY_ENV, TRIAL_ENV
+from gen_lightning.callbacks.optuna_pruning import (
+    PRUNED_ATTR,
+    STORAGE_ENV,
+    STUDY_ENV,
+    TRIAL_ENV,
+)
 from gen_lightning.sweeps.queue import SURPLUS_ATTR, is_surplus, retried_from
 from gen_lightning.sweeps.spec import SweepSpec, expand_command, gen_lightning_args
 
@@ -43,8 +48,8 @@ class Surplus(Exception):
     """A trial past the study's budget (two workers asked at once); it never runs."""
 
 
-class Terminated(Exception):
-    """SIGTERM (scancel, kill): stop like Ctrl-C; the trial is queued again."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (scancel, kill, a Slurm time limit): stop like Ctrl-C; the running trial is queued again."""
 
 
 def raise_terminated(signum, frame):
@@ -93,8 +98,8 @@ class TrialRunner:
     budget: int
     extra: list[str]  # arguments after `--`, for every trial
     overrides: Callable[[Path, int], list[str]]  # (trial folder, number) -> where the run writes, its W&B name
-    array_task: Optional[int | str] = None  # --index, or SLURM_ARRAY_TASK_ID: recorded with the trial
-    current: Optional[int] = field(default=None, init=False)  # the trial running now
+    array_task: int | str | None = None  # --index, or SLURM_ARRAY_TASK_ID: recorded with the trial
+    current: int | None = field(default=None, init=False)  # the trial running now
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.current = trial.number
@@ -134,7 +139,7 @@ class TrialRunner:
                  "array_task": self.array_task, "started": time.time()}
         start = time.perf_counter()
         output: list[str] = []
-        proc: Optional[subprocess.Popen] = None
+        proc: subprocess.Popen | None = None
         try:  # SIGTERM raises Terminated from here on (installed by the verb)
             write_state(folder, state)
             proc = subprocess.Popen([sys.executable, "-m", "gen_lightning", *gen_lightning_args(command)],
@@ -146,7 +151,7 @@ class TrialRunner:
                     output.append(line)
                     del output[:-200]  # the tail is enough to find the error
             returncode = proc.wait()
-        except (KeyboardInterrupt, Terminated):
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as Terminated
             if proc is not None:
                 proc.send_signal(signal.SIGINT)  # Lightning shuts down gracefully on SIGINT
                 try:
