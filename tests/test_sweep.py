@@ -23,6 +23,7 @@ import torch
 from tests.conftest import CONFIGS, REPO, cli_env
 
 SWEEPS = sorted((CONFIGS / "sweeps").glob("*.yaml"))
+VAE = CONFIGS / "vae" / "mlp_digits.yaml"
 TINY = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=2",
         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--model.hidden_dim=64"]
 
@@ -36,6 +37,11 @@ def write_sweep(path: Path, parameters: str, configs: list[Path], method: str = 
         + f"\ncommand:\n  - ${{env}}\n  - gen-lightning\n  - fit\n{command}\n  - ${{args}}\n"
     )
     return path
+
+
+def sweep_text(method: str = "grid", parameters: str = "{model.lr: {values: [0.1]}}", more: str = "",
+               metric: str = "metric: {name: val/elbo}\n", command: str = f"[gen-lightning, fit, --config, {VAE}, '${{args}}']"):
+    return f"method: {method}\n{metric}{more}parameters: {parameters}\ncommand: {command}\n"
 
 
 def states(sweep_dir: Path) -> dict[int, dict]:
@@ -189,15 +195,55 @@ def test_command_is_expanded_as_wandb_agent_does(tmp_path, monkeypatch):
         "/usr/bin/env", "gen-lightning", "fit", "--data.root", "/scratch/data", "--model.beta=0.5", "--model.lr=0.2"]
 
 
+def test_the_budget_is_counted_by_trial_numbers_and_a_rerun_replaces_its_original():
+    import optuna
+    from optuna.trial import TrialState
+
+    from gen_lightning.sweeps.queue import (
+        is_surplus,
+        open_failures,
+        requeue,
+        retried_from,
+        work_left,
+    )
+
+    study = optuna.create_study()
+    for value in (1.0, 2.0):
+        study.tell(study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}), value)
+    study.tell(study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}), state=TrialState.FAIL)
+    assert not work_left(study, 3) and work_left(study, 4)
+    (failed,) = open_failures(study.get_trials())
+    requeue(study, failed)  # --retry-failed: a WAITING copy, run before anything new
+    assert work_left(study, 3) and open_failures(study.get_trials()) == []
+    rerun = study.ask()
+    assert rerun.number == 3 and rerun.params == failed.params
+    trials = study.get_trials(deepcopy=False)
+    assert retried_from(trials[3]) == 2, "a re-run is never surplus: it replaces trial 2 in the budget"
+    late = study.ask()  # another worker asked at the same instant as the last one of the budget
+    trials = study.get_trials(deepcopy=False)
+    assert is_surplus(trials, late.number, budget=3) and not is_surplus(trials, 2, budget=3)
+
+
+def test_a_changed_sweep_file_or_a_folder_of_another_study_is_refused(tmp_path):
+    from gen_lightning.commands.sweep import check_folder
+    from gen_lightning.errors import UserError
+    from gen_lightning.sweeps.spec import load_sweep
+    from gen_lightning.sweeps.storage import open_study, storage_url
+
+    (tmp_path / "s.yaml").write_text(sweep_text(parameters="{model.lr: {values: [0.1, 0.2]}}"))
+    url = storage_url(None, tmp_path)
+    open_study(load_sweep(tmp_path / "s.yaml"), url, None, 0)
+    open_study(load_sweep(tmp_path / "s.yaml"), url, None, 0)  # the same file joins the study
+    (tmp_path / "s.yaml").write_text(sweep_text(parameters="{model.lr: {values: [0.1, 0.3]}}"))
+    with pytest.raises(UserError, match=r"study 's' in .* was made from another version of .*s.yaml \(parameters differ"):
+        open_study(load_sweep(tmp_path / "s.yaml"), url, None, 0)
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "state.json").write_text(json.dumps({"index": 0, "params": {}, "status": "done"}))
+    with pytest.raises(UserError, match="holds trials of an older sweep"):
+        check_folder(tmp_path, "s", url)
+
+
 # -- mistakes: one line, exit 2, nothing started --------------------------------------------------------
-VAE = CONFIGS / "vae" / "mlp_digits.yaml"
-
-
-def sweep_text(method: str = "grid", parameters: str = "{model.lr: {values: [0.1]}}", more: str = "",
-               metric: str = "metric: {name: val/elbo}\n", command: str = f"[gen-lightning, fit, --config, {VAE}, '${{args}}']"):
-    return f"method: {method}\n{metric}{more}parameters: {parameters}\ncommand: {command}\n"
-
-
 BAD_INPUTS = {
     "unknown method": (sweep_text(method="hyperopt"), [], "unknown method 'hyperopt'; use one of grid, random, bayes"),
     "no Optuna equivalent": (sweep_text("random", "{model.lr: {distribution: normal, mu: 0.001, sigma: 0.0001}}"),
@@ -265,7 +311,7 @@ def test_failed_trial_is_recorded_and_an_interrupted_sweep_resumes(tmp_path):
           values: [0, 16]
         """, [VAE])
     sweep_dir = tmp_path / "runs" / "sweeps" / "bs"
-    args = sweep_cmd(sweep, "--", *TINY, "--trainer.max_epochs=60")
+    args = sweep_cmd(sweep, "--", *TINY, "--trainer.max_epochs=15")
     env = cli_env()  # WANDB_MODE=disabled: nothing of W&B may be written
     log = tmp_path / "first.log"  # a file, not a pipe: nothing can block on a full pipe buffer
     with open(log, "w") as out:
