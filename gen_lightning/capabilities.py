@@ -70,10 +70,10 @@ class TranslatesText(Protocol):
 
 @runtime_checkable
 class ReportsFlops(Protocol):
-    """Model FLOPs of one training batch (forward + backward, all networks it trains), for MFU."""
+    """Model FLOPs of one training step on `batch` on this device (forward + backward of every network it
+    trains), for FLOPs/s and MFU; see gen_lightning/models/flops.py."""
 
-    @property
-    def flops_per_batch(self) -> Optional[int]: ...
+    def flops_per_batch(self, batch) -> int: ...
 
 
 @runtime_checkable
@@ -81,3 +81,12 @@ class NamesCheckpointMetric(Protocol):
     """The logged metric that picks the best checkpoint: (key, "min" | "max"), or None for none."""
 
     checkpoint_metric: Optional[tuple[str, str]]
+
+
+# -- what a callback may ask of a strategy -------------------------------------------------------------------------
+@runtime_checkable
+class SkipsNonFiniteSteps(Protocol):
+    """A strategy whose optimizer steps skip updates with non-finite gradients themselves (DeepSpeed's engines):
+    `skipped_steps()` is the number skipped so far, summed over its engines, the same on every rank."""
+
+    def skipped_steps(self) -> int: ...

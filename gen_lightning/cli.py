@@ -22,6 +22,7 @@ from gen_lightning.callbacks import GenCheckpoint, GenLearningRateMonitor, GenTh
 from gen_lightning.callbacks.divergence import DivergenceGuard
 from gen_lightning.callbacks.preemption import PreemptionCheckpoint
 from gen_lightning.callbacks.rng_state import RNGState
+from gen_lightning import noise
 from gen_lightning.cli_errors import condense, find_user_error
 from gen_lightning.errors import UserError
 from gen_lightning.preflight import check_checkpoint_family, check_checkpoint_fits, check_output_folders
@@ -77,6 +78,7 @@ def _trainer_defaults() -> dict:
 
 def build_cli(args: Optional[list[str]] = None, run: bool = True,
               cli_class: type[GenLightningCLI] = GenLightningCLI) -> GenLightningCLI:
+    noise.install()  # before parsing: jsonargparse may import DeepSpeed (gen_lightning/noise.py)
     return cli_class(
         model_class=LightningModule,
         datamodule_class=LightningDataModule,

@@ -29,7 +29,7 @@ def _first_logger(trainer_config: Any) -> Any:
 
 
 def _run_id_with_newest_last(project_dir: Path) -> Optional[str]:
-    found = [p for p in project_dir.glob(f"*/checkpoints/{LAST}") if p.is_file()]
+    found = [p for p in project_dir.glob(f"*/checkpoints/{LAST}") if p.exists()]  # a DeepSpeed checkpoint is a folder
     if not found:
         return None
     return max(found, key=lambda p: p.stat().st_mtime).parent.parent.name
@@ -59,7 +59,7 @@ def resolve_last_checkpoint(config: Any) -> None:
         where = "--trainer.default_root_dir"
     else:
         return  # another logger: its folder is only known once built; Lightning resolves "last"
-    if not last.is_file():
+    if not last.exists():  # a file, or a folder of shards for DeepSpeed
         raise UserError(f"--ckpt_path last: {last} does not exist ({where}); start without --ckpt_path, "
                         f"or give a checkpoint file: --ckpt_path PATH")
     config.ckpt_path = str(last)

@@ -1,7 +1,8 @@
 """Shared test helpers.
 
 Every end-to-end test runs the real `gen-lightning` console script in a subprocess, in a temporary
-folder, with a timeout: multi-process (DDP) runs must not be started inside the pytest process
+folder (pytest-timeout's per-test limit stops a hang; no wall-clock limits of our own, the machines slow
+down 2-4x under load): multi-process (DDP) runs must not be started inside the pytest process
 (Lightning's ddp launcher would re-run the whole pytest session as rank 1).
 """
 
@@ -16,6 +17,29 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
+
+
+def pytest_sessionstart(session) -> None:
+    import time
+
+    session.config._matrix_started = time.monotonic()
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    import time
+
+    from tests.matrix import report
+
+    report.write_if_complete(time.monotonic() - getattr(session.config, "_matrix_started", time.monotonic()))
+
+
+def pytest_configure(config) -> None:
+    # The GAN and VAE configs compute FID on the features of a digits classifier, trained when missing from
+    # the evaluator cache: one cache for the whole session (every test runs in its own folder), so it is
+    # trained once (under a lock) instead of once per test. Subprocesses inherit it through cli_env.
+    import tempfile
+
+    os.environ.setdefault("GEN_LIGHTNING_EVALUATOR_CACHE", tempfile.mkdtemp(prefix="gen-lightning-evaluators-"))
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -33,11 +57,11 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: dict[str, str] | None = None):
+def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None):
     """Run `gen-lightning ARGS` in `cwd`; returns the CompletedProcess (stdout+stderr as text)."""
     cmd = [sys.executable, "-m", "gen_lightning", *map(str, args)]
     return subprocess.run(
-        cmd, cwd=cwd, env=env or cli_env(), capture_output=True, text=True, timeout=timeout
+        cmd, cwd=cwd, env=env or cli_env(), capture_output=True, text=True
     )
 
 
@@ -45,8 +69,8 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: dict[str, str
 def cli(tmp_path):
     """`cli(args...)` runs gen-lightning in a fresh temporary folder."""
 
-    def _run(*args, timeout: float = 300, env: dict[str, str] | None = None):
-        return run_cli(list(args), tmp_path, timeout=timeout, env=env)
+    def _run(*args, env: dict[str, str] | None = None):
+        return run_cli(list(args), tmp_path, env=env)
 
     _run.cwd = tmp_path
     return _run

@@ -59,7 +59,7 @@ def _assert_one_line_error(result, *fragments: str) -> None:
 )
 def test_bad_input_is_one_line(cli_inprocess, args, fragments):
     cli = cli_inprocess
-    result = cli("fit", "--config", VAE, "--trainer.logger", "false", *args, timeout=120)
+    result = cli("fit", "--config", VAE, "--trainer.logger", "false", *args)
     _assert_one_line_error(result, *fragments)
     assert not (cli.cwd / "runs").exists(), "a failed start must not create a run folder"
 
@@ -68,19 +68,19 @@ def test_empty_corpus_is_one_line(cli):
     # Through the real console-script process: the exit code the shell sees.
     (cli.cwd / "empty.txt").write_text("")
     result = cli("fit", "--config", VAE, "--data", "gen_lightning.data.TextDataModule",
-                 "--data.corpus", "empty.txt", timeout=120)
+                 "--data.corpus", "empty.txt")
     _assert_one_line_error(result, "data.corpus", "empty")
 
 
 def test_missing_config_file_is_one_line(cli_inprocess):
     cli = cli_inprocess
-    result = cli("fit", "--config", "nope.yaml", timeout=120)
+    result = cli("fit", "--config", "nope.yaml")
     _assert_one_line_error(result, "nope.yaml", "does not exist")
 
 
 def test_image_shape_mismatch_names_the_fix(cli_inprocess):
     cli = cli_inprocess
-    result = cli("fit", "--config", VAE, "--trainer.logger", "false", "--data.image_size", "32", timeout=120)
+    result = cli("fit", "--config", VAE, "--trainer.logger", "false", "--data.image_size", "32")
     _assert_one_line_error(result, "(1, 32, 32)", "--model.image_size 32")
 
 

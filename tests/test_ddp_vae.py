@@ -11,7 +11,6 @@ def test_conv_vae_runs_two_processes_to_the_end(cli):
     result = cli(
         "fit", "--config", CONFIGS / "trainer" / "ddp.yaml", "--config", CONFIGS / "vae" / "conv_digits.yaml",
         "--trainer.max_steps", "20", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-        timeout=300,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]

@@ -183,11 +183,13 @@ class ImageRecorder(Logger):
     def __init__(self) -> None:
         super().__init__()
         self.images: list[tuple[str, int, tuple]] = []
+        self.arrays: list = []
 
     name, version = "recorder", "0"
 
     def log_image(self, key, images, step=None) -> None:
         self.images.append((key, step, tuple(images[0].shape)))
+        self.arrays.append(images[0])
 
     def log_metrics(self, metrics, step=None) -> None:
         return None
@@ -197,16 +199,26 @@ class ImageRecorder(Logger):
 
 
 def test_image_samples_writes_grids_every_n_steps_and_logs_them(tmp_path):
+    import numpy as np
+    from PIL import Image
+
     model = GANModule(net="dcgan", image_size=16, width=8, n_critic=2)  # 3 optimizer steps per batch
     recorder = ImageRecorder()
-    callback = ImageSamples(every_n_steps=5, num_samples=16, nrow=4)
+    callback = ImageSamples(every_n_steps=2, num_samples=16, nrow=4)
     trainer = tiny_trainer(tmp_path, max_steps=12, callbacks=[callback], logger=recorder)
     trainer.fit(model, blobs())
     folder = tmp_path / "recorder" / "0" / "samples"
-    # global_step goes 3, 6, 9, 12: it passes 5 at 6, 10 at 12; training ends at 12 (already written).
-    assert sorted(p.name for p in folder.iterdir()) == ["samples_step0000006.png", "samples_step0000012.png"]
-    assert [(k, s) for k, s, _ in recorder.images] == [("samples/samples", 6), ("samples/samples", 12)]
-    assert recorder.images[0][2] == (3, 4 * 18 + 2, 4 * 18 + 2)  # 4x4 grid of 16px images, 2px padding
+    # 12 optimizer steps = 4 batches: a grid after batches 2 and 4, named by batches done; training ends at 4
+    # (already written). On the logger they sit at the logging step of the batch that drew them (1 and 3),
+    # the step its losses are logged at -- not at global_step 6 and 12.
+    assert sorted(p.name for p in folder.iterdir()) == ["samples_step0000002.png", "samples_step0000004.png"]
+    assert [(k, s) for k, s, _ in recorder.images] == [("samples/samples", 1), ("samples/samples", 3)]
+    assert recorder.images[0][2] == (4 * 18 + 2, 4 * 18 + 2, 3)  # 4x4 grid of 16px images, 2px padding: HWC
+    # What the logger got is the PNG's pixels, as uint8 (wandb turns float grids black).
+    logged = recorder.arrays[-1]
+    assert logged.dtype == np.uint8
+    assert np.array_equal(logged, np.asarray(Image.open(folder / "samples_step0000004.png").convert("RGB")))
+    assert logged.max() > 0
 
 
 def test_image_samples_shows_vae_reconstructions_under_their_inputs(tmp_path):

@@ -106,13 +106,17 @@ def test_text_samples_go_to_loggers_with_log_text_and_to_the_run_folder(tmp_path
     module.setup("fit")
     table = TableLogger()
     plain = SimpleNamespace(save_dir=str(tmp_path), name="proj", version="run1")  # no log_text: skipped
-    trainer = SimpleNamespace(global_step=0, is_global_zero=True, loggers=[plain, table], default_root_dir=str(tmp_path))
+    epoch_loop = SimpleNamespace(_batches_that_stepped=0)
+    trainer = SimpleNamespace(global_step=0, is_global_zero=True, loggers=[plain, table], default_root_dir=str(tmp_path),
+                              fit_loop=SimpleNamespace(epoch_loop=epoch_loop))
     callback = TextSamples(prompt="def ", every_n_steps=5, max_new_tokens=8)
     for step in range(1, 11):
         trainer.global_step = step
+        epoch_loop._batches_that_stepped = step - 1  # Lightning's logging step of the batch that made this step
         callback.on_train_batch_end(trainer, module, None, None, 0)
         callback.on_train_batch_end(trainer, module, None, None, 1)  # accumulation: same step twice
-    assert [c[3] for c in table.calls] == [5, 10]
+    # On the loggers' x-axis the samples sit where the losses of those batches are logged (callbacks/logging_step.py).
+    assert [c[3] for c in table.calls] == [4, 9]
     key, columns, rows, _ = table.calls[-1]
     assert key == "samples/text" and columns == ["step", "prompt", "text"] and [r[0] for r in rows] == [5, 10]
     assert rows[0][2] == rows[1][2]  # same seed, same weights: the same text

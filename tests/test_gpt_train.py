@@ -37,7 +37,7 @@ def pretrained(tmp_path_factory, cache):
     result = run_cli(
         ["fit", "--config", PRETRAIN, "--trainer.max_steps", STEPS, "--trainer.val_check_interval", STEPS,
          "--data.max_chars", 3_000_000, "--data.val_windows", 128, "--data.cache_dir", cache, *QUIET],
-        cwd, timeout=400,
+        cwd,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     return cwd
@@ -66,7 +66,7 @@ def test_sample_cli_prints_text_from_the_checkpoint_alone(pretrained):
     elsewhere = pretrained / "elsewhere"  # no data folder, no config: the checkpoint carries the tokenizer
     elsewhere.mkdir()
     result = run_cli(["sample", "--ckpt", last, "--prompt", "def ", "--num-samples", "2", "--top-k", "20",
-                      "--max-new-tokens", "120", "--no-stop", "--seed", "3"], elsewhere, timeout=120)
+                      "--max-new-tokens", "120", "--no-stop", "--seed", "3"], elsewhere)
     assert result.returncode == 0, result.stderr[-2000:]
     samples = result.stdout.rstrip("\n").split("\n" + "-" * 40 + "\n")
     assert len(samples) == 2 and samples[0] != samples[1]
@@ -82,7 +82,7 @@ def test_export_loads_in_transformers_and_imports_back(pretrained):
 
     last = pretrained / "runs" / "checkpoints" / "last.ckpt"
     out = pretrained / "hf-export"
-    result = run_cli(["export", "--ckpt", last, "--out", out], pretrained, timeout=120)
+    result = run_cli(["export", "--ckpt", last, "--out", out], pretrained)
     assert result.returncode == 0, result.stderr[-2000:]
     ours = load_module(str(last))
     tokens = torch.tensor([list(b"import os\nfor x in range(10):\n    print(x)\n")])
@@ -105,7 +105,7 @@ def test_finetune_starts_from_the_pretrained_weights(pretrained, cache):
         ["fit", "--config", FINETUNE, "--model.init_from", last, "--trainer.max_steps", 5,
          "--trainer.val_check_interval", 5, "--model.block_size", 32, "--data.block_size", 32,
          "--data.val_windows", 128, "--data.cache_dir", cache, *QUIET],
-        cwd, timeout=300,
+        cwd,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     tuned = cwd / "runs" / "checkpoints" / "last.ckpt"
@@ -118,7 +118,7 @@ def test_vocab_too_small_for_the_data_is_a_user_error(cli, tmp_path):
     corpus = tmp_path / "tiny.txt"
     corpus.write_text("print('hello')\n" * 200)
     result = cli("fit", "--config", PRETRAIN, "--model.vocab_size", 200, "--data.corpus", corpus,
-                 "--data.cache_dir", tmp_path / "cache", *QUIET, timeout=120)
+                 "--data.cache_dir", tmp_path / "cache", *QUIET)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "--model.vocab_size 257" in result.stderr
     assert "Traceback" not in result.stderr
@@ -131,7 +131,7 @@ def test_gpt_trains_under_ddp_on_two_cpu_processes(cli, tmp_path):
         "fit", "--config", CONFIGS / "trainer" / "ddp.yaml", "--config", PRETRAIN,
         "--trainer.accelerator", "cpu", "--trainer.max_steps", 6, "--trainer.val_check_interval", 6,
         "--data.corpus", corpus, "--data.cache_dir", tmp_path / "cache", "--data.batch_size", 8,
-        "--data.val_windows", 16, "--model.n_layer", 1, *QUIET, timeout=300,
+        "--data.val_windows", 16, "--model.n_layer", 1, *QUIET,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
@@ -148,7 +148,7 @@ def test_gpt_trains_under_deepspeed_stage2_in_bf16(cli, tmp_path):
         "fit", "--config", CONFIGS / "trainer" / "deepspeed_stage2.yaml", "--config", PRETRAIN,
         "--trainer.devices", 1, "--trainer.precision", "bf16-mixed", "--trainer.max_steps", 30,
         "--trainer.val_check_interval", 30, "--data.max_chars", 1_000_000, "--data.cache_dir", tmp_path / "cache",
-        *QUIET, timeout=600,
+        *QUIET,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     last = cli.cwd / "runs" / "checkpoints" / "last.ckpt"

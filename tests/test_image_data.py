@@ -35,9 +35,9 @@ def test_digits_are_the_1797_sklearn_images_in_range():
 
 def test_split_depends_on_seed_only():
     a, b, c = (_setup(dataset="digits", seed=s) for s in (0, 0, 1))
-    assert a.val_set.indices == b.val_set.indices
-    assert a.val_set.indices != c.val_set.indices
-    assert not set(a.val_set.indices) & set(a.train_set.indices)
+    assert a.val_set.dataset.indices == b.val_set.dataset.indices
+    assert a.val_set.dataset.indices != c.val_set.dataset.indices
+    assert not set(a.val_set.dataset.indices) & set(a.train_set.indices)
 
 
 def test_synthetic_has_class_structure():

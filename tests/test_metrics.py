@@ -134,7 +134,7 @@ def digits_evaluator(tmp_path_factory):
     result = run_cli(
         ["fit", "--config", CONFIGS / "evaluator" / "digits_classifier.yaml", "--trainer.logger=false",
          "--trainer.enable_progress_bar=false"],
-        folder, timeout=300,
+        folder,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     path = folder / "data" / "evaluators" / "digits-28.pt"
@@ -204,13 +204,12 @@ def test_classifier_extractor_plugs_into_torchmetrics_directly(digits_scores):
 def test_callback_logs_fid_in_a_short_vae_fit(digits_evaluator, tmp_path):
     (tmp_path / "data" / "evaluators").mkdir(parents=True)
     shutil.copy(digits_evaluator, tmp_path / "data" / "evaluators" / "digits-28.pt")
+    # The config's own GenerativeMetrics (FID is on by default for the VAE and GAN), with this evaluator.
     result = run_cli(
         ["fit", "--config", CONFIGS / "vae" / "mlp_digits.yaml", "--trainer.max_epochs=2",
          "--trainer.limit_train_batches=5", "--trainer.enable_progress_bar=false",
-         "--trainer.logger=lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir=logs",
-         "--trainer.callbacks+=gen_lightning.callbacks.GenerativeMetrics", "--trainer.callbacks.num_samples=200",
-         "--trainer.callbacks.kid_subset_size=100"],
-        tmp_path, timeout=300,
+         "--trainer.logger=lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir=logs"],
+        tmp_path, env=cli_env(GEN_LIGHTNING_EVALUATOR_CACHE=str(tmp_path / "data" / "evaluators")),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "GenerativeMetrics: extractor classifier" in result.stderr
@@ -219,6 +218,7 @@ def test_callback_logs_fid_in_a_short_vae_fit(digits_evaluator, tmp_path):
     assert len(fids) == 2 and all(0 < f < 1e4 for f in fids)
     assert all(float(r["val/is"]) >= 1.0 for r in rows if r.get("val/is"))
     assert list((tmp_path / "data" / "evaluators" / "stats").glob("digits-28-classifier-*.npz"))
+    assert "training one now" not in result.stderr, "the cached evaluator was used"
 
 
 def test_choosing_inception_without_weights_fails_in_one_line_before_training(tmp_path):
@@ -226,7 +226,7 @@ def test_choosing_inception_without_weights_fails_in_one_line_before_training(tm
     result = run_cli(
         ["fit", "--config", CONFIGS / "vae" / "mlp_digits.yaml", "--trainer.max_epochs=1",
          "--trainer.callbacks+=gen_lightning.callbacks.GenerativeMetrics", "--trainer.callbacks.extractor=inception"],
-        tmp_path, timeout=120, env=env,
+        tmp_path, env=env,
     )
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("gen-lightning: error:")]
@@ -235,3 +235,25 @@ def test_choosing_inception_without_weights_fails_in_one_line_before_training(tm
     assert "weights-inception-2015-12-05-6726825d.pth" in errors[0] and str(expected_dir) in errors[0]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("*.ckpt"))
+
+
+def test_is_std_is_the_population_std_of_the_split_scores():
+    """torch-fidelity and the original IS code report np.std (population) of the per-split scores; torchmetrics'
+    std is the sample std (n - 1). Recomputed here by hand: same seeded shuffle, same splits."""
+    import numpy as np
+    from types import SimpleNamespace
+
+    logits = torch.randn(400, 10, generator=torch.Generator().manual_seed(0)) * 3
+    extractor = SimpleNamespace(num_features=4, num_logits=10, fingerprint="fake", name="fake")
+    scores = GenerativeScores(extractor, ("is",), is_splits=5, seed=7)
+    scores.update_features(torch.zeros(400, 4), logits, real=False)
+    out = scores.compute()
+    torch.manual_seed(7)
+    shuffled = logits[torch.randperm(400)]
+    per_split = []
+    for chunk in shuffled.chunk(5):
+        p = chunk.softmax(1)
+        per_split.append(float((p * (chunk.log_softmax(1) - p.mean(0, keepdim=True).log())).sum(1).mean().exp()))
+    assert out["is"] == pytest.approx(np.mean(per_split), rel=1e-5)
+    assert out["is_std"] == pytest.approx(np.std(per_split), rel=1e-4)  # ddof=0
+    assert out["is_std"] < np.std(per_split, ddof=1)

@@ -7,7 +7,6 @@ pytest process), with a timeout so that a collective mismatch (a hang) fails the
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import textwrap
@@ -16,15 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import free_port
 from tests.conftest import REPO, cli_env
 from tests.test_metrics import LinearFeatures
 from gen_lightning.metrics import GenerativeScores
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_two_ranks(script: str, folder: Path, timeout: float = 120) -> list[dict]:

@@ -6,23 +6,17 @@ Lightning's SLURMEnvironment reads ranks, node rank and world size from them; `-
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 
+from tests.helpers import free_port
 from tests.conftest import CONFIGS, cli_env
 from tests.slurm.probe import PROBE_PATH, probe_config, probe_lines
 
 STEPS = 4
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def slurm_task_env(rank: int, port: int) -> dict[str, str]:
@@ -106,7 +100,7 @@ def test_fsdp_config_trains_the_gpt_on_gpus(cli):
         pytest.skip("needs a CUDA GPU")
     result = cli("fit", "--config", CONFIGS / "trainer" / "fsdp.yaml", *experiment_args("gpt", cli.cwd),
                  "--trainer.max_steps", STEPS, "--trainer.val_check_interval", STEPS, "--trainer.limit_val_batches", 2,
-                 "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", timeout=600)
+                 "--trainer.logger", "false", "--trainer.enable_progress_bar", "false")
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     last = cli.cwd / "runs" / "checkpoints" / "last.ckpt"
     assert last.is_file()  # state_dict_type full: one ordinary file

@@ -44,7 +44,7 @@ def test_signal_saves_last_checkpoint_and_exits_cleanly(tmp_path, signum):
     saved = torch.load(tmp_path / "out/checkpoints/last.ckpt", weights_only=True)
     assert saved["global_step"] == step >= 5  # the step it stopped at, not the earlier periodic save
     if signum == signal.SIGTERM:  # the next start continues from that step (SIGUSR1: same file, same path)
-        resumed = run_cli([*TINY_VAE, "--trainer.max_steps", step + 3, "--ckpt_path", "last"], tmp_path, timeout=180)
+        resumed = run_cli([*TINY_VAE, "--trainer.max_steps", step + 3, "--ckpt_path", "last"], tmp_path)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert "Restoring states from the checkpoint path at out/checkpoints/last.ckpt" in resumed.stdout + resumed.stderr
         final = torch.load(tmp_path / "out/checkpoints/last.ckpt", weights_only=True)

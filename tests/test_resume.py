@@ -87,7 +87,7 @@ def test_resume_is_exact_under_two_process_ddp(tmp_path, family, half, total):
 
     def fit(root, steps, *extra):
         result = run_cli(["fit", *args, *QUIET, *ddp, "--trainer.default_root_dir", root,
-                          "--trainer.max_steps", steps, *extra], tmp_path, timeout=240, env=env)
+                          "--trainer.max_steps", steps, *extra], tmp_path, env=env)
         assert result.returncode == 0, result.stderr[-3000:]
 
     fit("straight", total)

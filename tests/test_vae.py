@@ -61,7 +61,6 @@ def test_vae_learns_on_digits(cli):
         "--trainer.max_epochs", "3",
         "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
         "--trainer.logger.save_dir", "logs",
-        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = list((cli.cwd / "logs").rglob("metrics.csv"))
@@ -80,7 +79,7 @@ def test_vae_learns_on_digits(cli):
 def test_best_checkpoint_is_written_when_max_steps_ends_on_a_validation(cli):
     result = cli(
         "fit", "--config", CONFIGS / "vae" / "mlp_digits.yaml", "--trainer.logger", "false",
-        "--trainer.max_steps", "10", "--trainer.val_check_interval", "10", timeout=300,
+        "--trainer.max_steps", "10", "--trainer.val_check_interval", "10",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     checkpoints = cli.cwd / "runs" / "checkpoints"

@@ -14,39 +14,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CONFIGS, REPO, cli_env
+from tests.helpers import assert_same_nonblank_image, history, history_keys, merged_config, wandb_records
 
 FAKE_KEY = "fake-key-1234567890abcdef1234567890abcdef12345678"
 TINY_RUN = [
     "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "6", "--trainer.limit_val_batches", "2", "--trainer.log_every_n_steps", "2",
     "--trainer.enable_progress_bar", "false", "--throughput.window_size", "2",
 ]
-
-
-def wandb_records(folder: Path) -> list[dict]:
-    """Every record of the one offline W&B run under `folder`."""
-    run_files = sorted(folder.rglob("offline-run-*/run-*.wandb"))
-    assert len(run_files) == 1, f"expected one offline run, found {run_files}"
-    wandb_exe = Path(sys.executable).parent / "wandb"
-    out = subprocess.run([str(wandb_exe), "leet", "inspect", "--json", str(run_files[0])],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
-
-
-def history(records: list[dict]) -> list[dict]:
-    return [r["history"]["item"] for r in records if r["type"] == "history"]
-
-
-def history_keys(records: list[dict]) -> set[str]:
-    return {key for item in history(records) for key in item}
-
-
-def merged_config(records: list[dict]) -> dict:
-    config: dict = {}
-    for r in records:
-        if r["type"] == "config":
-            config.update(r["config"].get("update", {}))
-    return config
 
 
 def offline_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -57,19 +31,22 @@ def offline_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 def test_vae_offline_run_records_losses_lr_throughput_image_config_and_checkpoints(cli, tmp_path):
     result = cli(
         "fit", "--config", CONFIGS / "vae" / "mlp_digits.yaml", *TINY_RUN,
-        "--trainer.callbacks+=gen_lightning.callbacks.ImageSamples", "--trainer.callbacks.every_n_steps=0",
-        "--trainer.callbacks.num_samples=16",
+        "--trainer.callbacks.every_n_steps=0", "--trainer.callbacks.num_samples=16",  # the config's ImageSamples
         "--trainer.logger.init_args.log_model=true", "--trainer.logger.init_args.tags=[smoke,vae]",
         "--trainer.logger.init_args.name=tiny-vae",
-        env=offline_env(tmp_path, WANDB_API_KEY=FAKE_KEY), timeout=300,
+        env=offline_env(tmp_path, WANDB_API_KEY=FAKE_KEY),
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     records = wandb_records(tmp_path / "runs" / "wandb")
 
     keys = history_keys(records)
-    for key in ("train/loss", "train/kl", "val/elbo", "lr-Adam", "throughput/samples_per_sec", "trainer/global_step"):
+    for key in ("train/loss", "train/kl", "val/elbo", "lr-Adam", "throughput/samples_per_sec", "trainer/global_step",
+                "throughput/flops_per_sec", "val/fid", "val/is"):
         assert key in keys, f"{key} not logged; logged: {sorted(keys)}"
     assert not any(k.startswith("gpu/") for k in keys), "GPU memory is logged only on a GPU"
+    assert "throughput/device/mfu" not in keys and "MFU is not logged: the peak FLOPs of this device (cpu)" in result.stderr
+    flops = [item["throughput/flops_per_sec"] for item in history(records) if "throughput/flops_per_sec" in item]
+    assert flops and all(v > 1e6 for v in flops)
     lr = [item["lr-Adam"] for item in history(records) if "lr-Adam" in item]
     assert lr and all(v == pytest.approx(1e-3) for v in lr)
     speeds = [item["throughput/samples_per_sec"] for item in history(records) if "throughput/samples_per_sec" in item]
@@ -78,7 +55,9 @@ def test_vae_offline_run_records_losses_lr_throughput_image_config_and_checkpoin
     images = [item for item in history(records) if item.get("samples/samples._type") == "images/separated"]
     assert images and all(item["samples/samples.count"] == 1 for item in images)
     png = next((tmp_path / "runs" / "wandb").glob("offline-run-*")) / "files" / images[0]["samples/samples.filenames"][0]
-    assert png.read_bytes().startswith(b"\x89PNG")
+    # The PNG W&B stored shows what the local grid shows, pixel for pixel (it was all black: float grid).
+    local = next((tmp_path / "runs").glob("gen-lightning/*/samples/samples_step*.png"))
+    assert_same_nonblank_image(png, local)
 
     config = merged_config(records)
     assert config["model"]["lr"] == pytest.approx(1e-3) and config["model"]["class_path"].endswith("VAEModule")
@@ -134,15 +113,16 @@ def test_command_line_masks_secrets_and_config_folds_init_args():
 
 FAMILIES = {
     "gan": (
-        ["--config", CONFIGS / "gan" / "dcgan_digits.yaml", "--trainer.callbacks.every_n_steps=0",
+        ["--config", CONFIGS / "gan" / "dcgan_digits.yaml", "--trainer.callbacks.every_n_steps=2",
          "--trainer.callbacks.num_samples=16"],
-        {"train/d_loss", "train/g_loss", "val/d_loss", "lr-Adam", "lr-Adam-1", "throughput/samples_per_sec"},
+        {"train/d_loss", "train/g_loss", "val/d_loss", "lr-Adam", "lr-Adam-1", "throughput/samples_per_sec",
+         "throughput/flops_per_sec", "val/fid"},
         "samples/samples._type", "images/separated", "GANModule",
     ),
     "gpt": (
         ["--config", CONFIGS / "gpt" / "nano_stdlib.yaml", "--trainer.max_steps=6", "--trainer.val_check_interval=6",
          "--trainer.callbacks.every_n_steps=1000", "--trainer.callbacks.max_new_tokens=16"],
-        {"train/loss", "val/loss", "val/perplexity", "lr-AdamW/pg1", "throughput/tokens_per_sec"},
+        {"train/loss", "val/loss", "val/perplexity", "lr-AdamW/pg1", "throughput/tokens_per_sec", "throughput/flops_per_sec"},
         "samples/text._type", "table-file", "GPTModule",
     ),
 }
@@ -151,12 +131,24 @@ FAMILIES = {
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_gan_and_gpt_offline_runs_record_their_metrics_samples_and_config(cli, tmp_path, family):
     args, expected_keys, sample_key, sample_type, module = FAMILIES[family]
-    result = cli("fit", *args, *TINY_RUN, env=offline_env(tmp_path), timeout=300)
+    result = cli("fit", *args, *TINY_RUN, env=offline_env(tmp_path))
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     records = wandb_records(tmp_path / "runs" / "wandb")
     keys = history_keys(records)
     assert expected_keys <= keys, f"missing {sorted(expected_keys - keys)}"
     assert any(item.get(sample_key) == sample_type for item in history(records)), f"no {sample_key} record"
+    # One x-axis: media land on the steps of the losses logged in the same batch (a GAN's grids were at
+    # global_step, 2 optimizer steps per batch, i.e. twice the losses' step).
+    media_steps = {item["trainer/global_step"] for item in history(records) if sample_key in item}
+    loss_key = "train/g_loss" if family == "gan" else "train/loss"
+    loss_steps = {item["trainer/global_step"] for item in history(records) if loss_key in item}
+    assert media_steps and max(media_steps) <= max(loss_steps), (sorted(media_steps), sorted(loss_steps))
+    if family == "gan":  # grids every 2 batches, losses every 2 batches (log_every_n_steps 2): the same steps
+        assert media_steps <= loss_steps, (sorted(media_steps), sorted(loss_steps))
+        local = sorted((tmp_path / "runs").glob("gen-lightning/*/samples/samples_step*.png"))[-1]
+        last = max((item for item in history(records) if sample_key in item), key=lambda i: i["trainer/global_step"])
+        run_folder = next((tmp_path / "runs" / "wandb").glob("offline-run-*"))
+        assert_same_nonblank_image(run_folder / "files" / last["samples/samples.filenames"][0], local)
     config = merged_config(records)
     assert config["model"]["class_path"].endswith(module) and config["command"].startswith("gen-lightning fit")
 
@@ -164,7 +156,7 @@ def test_gan_and_gpt_offline_runs_record_their_metrics_samples_and_config(cli, t
 @pytest.mark.gpu
 def test_gpu_run_logs_pytorch_memory_and_throughput(cli, tmp_path):
     result = cli("fit", "--config", CONFIGS / "vae" / "conv_digits.yaml", *TINY_RUN,
-                 "--trainer.accelerator=gpu", "--trainer.devices=1", env=offline_env(tmp_path), timeout=300)
+                 "--trainer.accelerator=gpu", "--trainer.devices=1", env=offline_env(tmp_path))
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     items = [i for i in history(wandb_records(tmp_path / "runs" / "wandb")) if "gpu/max_allocated" in i]
     assert items, "GPUMemory logs on CUDA"

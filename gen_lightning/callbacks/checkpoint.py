@@ -1,7 +1,8 @@
 """GenCheckpoint: `last.ckpt` always, plus the best checkpoint by the model family's own metric.
 
 Each LightningModule names its metric in `checkpoint_metric = (key, "min" | "max")` (VAE: val/elbo,
-max); the user can still set `--checkpoint.monitor` to override it.
+max); a module without one (the GAN) is judged by a callback's (GenerativeMetrics: val/fid, min); the
+user can still set `--checkpoint.monitor` to override it.
 
 Stock ModelCheckpoint saves at epoch/validation ends only, so a run stopped by `max_steps` in the
 middle of an epoch leaves a `last.ckpt` several steps behind the trained weights. Here `last.ckpt`
@@ -20,7 +21,16 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from gen_lightning.capabilities import NamesCheckpointMetric
 from gen_lightning.checkpoint_io import AtomicCheckpointIO
+
+
+def chosen_metric(pl_module: L.LightningModule, callbacks: list) -> Optional[tuple[str, str]]:
+    """The metric the best checkpoint is chosen by: the module's own (VAE: val/elbo), else one a callback
+    computes (GenerativeMetrics: val/fid -- what GAN users select checkpoints by), else none (last only)."""
+    candidates = [pl_module, *callbacks]
+    return next((c.checkpoint_metric for c in candidates
+                 if isinstance(c, NamesCheckpointMetric) and c.checkpoint_metric is not None), None)
 
 
 class GenCheckpoint(ModelCheckpoint):
@@ -43,7 +53,7 @@ class GenCheckpoint(ModelCheckpoint):
         )
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        metric = getattr(pl_module, "checkpoint_metric", None)
+        metric = chosen_metric(pl_module, trainer.callbacks)
         if not self._user_monitor and metric is not None:
             self.monitor, mode = metric
             # Same bookkeeping ModelCheckpoint does for `mode` in its __init__.

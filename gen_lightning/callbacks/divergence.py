@@ -12,6 +12,12 @@ loss of the step (seen in `on_before_backward`) and the gradients of the optimiz
   more than N bad steps in a row still stop the run. For automatic optimization this is the same
   as a training_step returning None; for a GAN it skips just the optimizer whose step went bad.
 
+Under DeepSpeed (ZeRO 1-3) the engine itself checks the gradient norm before every update and skips an
+update with inf/NaN gradients (`engine.skipped_steps`); the optimizer's parameters are ZeRO's flat
+partitions, whose `.grad` is empty here. So the loss is checked before the step as above, and the steps
+the engines skipped are read at the end of each batch (the strategy's `skipped_steps()`, capabilities.
+SkipsNonFiniteSteps): stop (the weights are those before the bad step) or count them, as above.
+
 Under DDP the decision is taken together (any rank bad = all skip or all stop): gradients are
 already averaged, but a loss is per rank, and ranks that disagree would hang in the next collective.
 """
@@ -24,6 +30,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from gen_lightning.capabilities import SkipsNonFiniteSteps
 from gen_lightning.errors import UserError
 
 
@@ -57,30 +64,55 @@ class DivergenceGuard(Callback):
         self.bad_in_a_row = 0
         self.skipped_total = 0
         self._loss: Optional[torch.Tensor] = None
+        self._engine_skips = 0  # the strategy's count of skipped updates at the start of the batch
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
         self._loss = loss.detach()
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
-        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        engines = trainer.strategy if isinstance(trainer.strategy, SkipsNonFiniteSteps) else None
+        # Under DeepSpeed the optimizer's param_groups hold ZeRO's flat partitions (no .grad here); the engine
+        # checks the gradients itself and skips the update: only the loss is looked at before the step.
+        params = [] if engines else [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         finite = grads_finite([p.grad for p in params])
         if self._loss is not None:
             finite = finite & torch.isfinite(self._loss).all().to(finite.device)
         bad = trainer.strategy.reduce_boolean_decision(not bool(finite), all=False)
         if not bad:
+            if not engines:
+                self.bad_in_a_row = 0
+            return
+        if engines and self.skip_bad_steps:
+            return  # the engine skips it and on_train_batch_end counts it, with the steps skipped for gradients alone
+        loss = "n/a" if self._loss is None else f"{self._loss.float().mean().item():.6g}"
+        self._bad_steps(trainer, pl_module, 1, f"loss = {loss}, non-finite loss or gradients")
+        for p in params:
+            p.grad = None  # the optimizer leaves parameters without a gradient untouched
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        if isinstance(trainer.strategy, SkipsNonFiniteSteps):
+            self._engine_skips = trainer.strategy.skipped_steps()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        if not isinstance(trainer.strategy, SkipsNonFiniteSteps):
+            return
+        # DeepSpeed's ZeRO optimizers skip an update whose gradients hold inf/NaN (and count it): the bad update
+        # never reached the weights; here it is stopped on or counted like any other bad step.
+        skipped = trainer.strategy.skipped_steps() - self._engine_skips
+        if skipped == 0:
             self.bad_in_a_row = 0
             return
-        self.bad_in_a_row += 1
-        loss = "n/a" if self._loss is None else f"{self._loss.float().mean().item():.6g}"
-        where = f"step {trainer.global_step}"
+        self._bad_steps(trainer, pl_module, skipped, "non-finite gradients: DeepSpeed skipped the update")
+
+    def _bad_steps(self, trainer: L.Trainer, pl_module: L.LightningModule, count: int, what: str) -> None:
+        """Stop the run, or count `count` dropped steps when skipping is on and the run of them is short enough."""
+        self.bad_in_a_row += count
         if self.bad_in_a_row > self.skip_bad_steps:
             limit = f" ({self.bad_in_a_row} bad steps in a row)" if self.skip_bad_steps else ""
             raise TrainingDiverged(
-                f"training diverged at {where}: loss = {loss}, non-finite loss or gradients{limit}; the last "
+                f"training diverged at step {trainer.global_step}: {what}{limit}; the last "
                 f"checkpoint before it is intact (resume with --ckpt_path last): lower the learning rate, "
                 f"clip gradients (--trainer.gradient_clip_val), or skip such steps with --divergence.skip_bad_steps N"
             )
-        self.skipped_total += 1
-        for p in params:
-            p.grad = None  # the optimizer leaves parameters without a gradient untouched
+        self.skipped_total += count
         pl_module.log("train/skipped_steps", float(self.skipped_total), on_step=True, on_epoch=False)

@@ -16,15 +16,18 @@ Before training (setup), once:
 - the real statistics: `reference` (an .npz, pytorch-fid layout) if given, else the cache
   `<evaluators>/stats/<dataset>-<image_size>-<extractor>-n<N>.npz`, computed by rank 0 on the first
   `max_real_samples` images of the whole dataset when missing.
-Then every `every_n_epochs` validation epochs (or every `every_n_steps` optimizer steps): each rank
-draws its share of `num_samples` images with a fixed seed per rank (the same latents at every
-evaluation, so the curve shows the model changing, not the noise), torchmetrics reduces across ranks,
-every rank logs the same global value.
+Then every `every_n_epochs` validation epochs (or every `every_n_steps` optimizer steps): the `num_samples`
+images are drawn in chunks of `batch_size`, each chunk from its own fixed seed and the chunks dealt out
+to the ranks, so the images (and val/fid) are the same on any number of ranks and at every evaluation;
+torchmetrics reduces across ranks, every rank logs the same global value. KID subsets and IS splits are
+random draws over the gathered features, whose order follows the ranks: equal in distribution across
+world sizes, not to the last digit.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
@@ -36,11 +39,13 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Subset
 
 from gen_lightning.errors import UserError
+from gen_lightning.file_lock import file_lock
 from gen_lightning.metrics.classifier_features import dataset_key, ensure_classifier, load_classifier_features
 from gen_lightning.metrics.features import FeatureExtractor
 from gen_lightning.metrics.inception import InceptionFeatures, require_inception_weights
 from gen_lightning.metrics.reference import ReferenceStats
 from gen_lightning.metrics.scores import METRICS, GenerativeScores
+from gen_lightning.strategies.sharding import parameters_are_sharded
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +73,19 @@ def _on_rank_zero(trainer: L.Trainer, fn: Callable[[], Any]) -> Any:
     if outcome[0] == "error":
         raise RuntimeError(f"GenerativeMetrics: rank 0 failed: {outcome[1]}")
     return outcome[1]
+
+
+CACHE_ENV = "GEN_LIGHTNING_EVALUATOR_CACHE"
+
+
+def evaluator_cache(cache_dir: Optional[str], datamodule) -> Path:
+    """Where evaluators and reference statistics live: `cache_dir`, else $GEN_LIGHTNING_EVALUATOR_CACHE (one folder
+    for every run of a machine or test session, so the evaluator is trained once), else `<data.root>/evaluators`."""
+    if cache_dir:
+        return Path(cache_dir)
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(getattr(datamodule, "root", "data")) / "evaluators"
 
 
 class GenerativeMetrics(Callback):
@@ -101,7 +119,7 @@ class GenerativeMetrics(Callback):
             reference: real statistics .npz (mu, sigma: pytorch-fid layout) to compare against; None =
                 computed from the data and cached.
             max_real_samples: real images used for the cached statistics.
-            cache_dir: evaluators and statistics; None = `<data.root>/evaluators`.
+            cache_dir: evaluators and statistics; None = $GEN_LIGHTNING_EVALUATOR_CACHE or `<data.root>/evaluators`.
             classifier_path: an exported classifier evaluator to use instead of the cached one.
             train_classifier: train the classifier evaluator when it is missing (else fail with the command).
             inception_weights: the InceptionV3 weights file; None = torch hub's checkpoints dir.
@@ -138,6 +156,8 @@ class GenerativeMetrics(Callback):
         self.seed = seed
         self.scores: Optional[GenerativeScores] = None
         self._last_step_bucket = 0
+        # What a GAN's best checkpoint is chosen by (GenCheckpoint; a module's own metric comes first).
+        self.checkpoint_metric = ("val/fid", "min") if "fid" in self.metric_names else None
 
     # -- setup: extractor and reference statistics, once ------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -148,7 +168,7 @@ class GenerativeMetrics(Callback):
                 f"GenerativeMetrics needs a model with sample(n, generator); {type(pl_module).__name__} has none"
             )
         datamodule = trainer.datamodule
-        cache = Path(self.cache_dir) if self.cache_dir else Path(getattr(datamodule, "root", "data")) / "evaluators"
+        cache = evaluator_cache(self.cache_dir, datamodule)
         extractor = self._build_extractor(trainer, datamodule, cache)
         self.scores = GenerativeScores(
             extractor, self.metric_names, kid_subsets=self.kid_subsets, kid_subset_size=self.kid_subset_size,
@@ -183,19 +203,22 @@ class GenerativeMetrics(Callback):
         path = cache / "stats" / name
 
         def compute_and_save() -> str:
-            if not path.is_file():
-                start = time.perf_counter()
-                stats = self._real_statistics(datamodule, extractor, trainer.strategy.root_device)
-                stats.save(path)
-                rank_zero_info(
-                    f"GenerativeMetrics: real statistics of {stats.num_samples} images in "
-                    f"{time.perf_counter() - start:.1f} s -> {path}"
-                )
+            with file_lock(path):  # another run may be computing the same file
+                if not path.is_file():
+                    self._compute_and_save(datamodule, extractor, trainer, path)
             return str(path)
 
         stats_path = _on_rank_zero(trainer, compute_and_save)
         rank_zero_info(f"GenerativeMetrics: reference statistics {stats_path}")
         return ReferenceStats.load(stats_path)
+
+    def _compute_and_save(self, datamodule, extractor, trainer: L.Trainer, path: Path) -> None:
+        start = time.perf_counter()
+        stats = self._real_statistics(datamodule, extractor, trainer.strategy.root_device)
+        stats.save(path)
+        rank_zero_info(
+            f"GenerativeMetrics: real statistics of {stats.num_samples} images in {time.perf_counter() - start:.1f} s -> {path}"
+        )
 
     def _real_statistics(self, datamodule, extractor, device: torch.device) -> ReferenceStats:
         """Stream the real images through a rank-local GenerativeScores: only sums and KID features kept."""
@@ -236,17 +259,23 @@ class GenerativeMetrics(Callback):
     # -- one evaluation ---------------------------------------------------------------------------
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, on_step: bool) -> dict[str, float]:
         world, rank = trainer.world_size, trainer.global_rank
-        if self.num_samples < world:
-            raise UserError(f"GenerativeMetrics.num_samples ({self.num_samples}) must be >= the number of ranks ({world})")
         scores = self.scores.to(pl_module.device)
-        share = self.num_samples // world + (rank < self.num_samples % world)
-        generator = torch.Generator().manual_seed(self.seed + rank)  # different latents per rank, same every time
+        # The samples are chunks of `batch_size` numbered over all ranks, chunk k from its own seed, rank r drawing
+        # chunks r, r + W, ...: the same images whatever the number of ranks (so val/fid is too), and the same
+        # latents at every evaluation (the curve shows the model changing, not the noise).
+        chunks = [(start, min(self.batch_size, self.num_samples - start))
+                  for start in range(0, self.num_samples, self.batch_size)]
+        mine = chunks[rank::world]
+        # Sharded weights (ZeRO-3, FSDP) make every forward a collective: every rank samples as often.
+        calls = -(-len(chunks) // world) if parameters_are_sharded(trainer) else len(mine)
         was_training = pl_module.training
         pl_module.eval()
         try:
-            for start in range(0, share, self.batch_size):
-                images = pl_module.sample(min(self.batch_size, share - start), generator=generator)
-                scores.update(images.float(), real=False)
+            for i in range(calls):
+                start, n = mine[i] if i < len(mine) else (0, 1)
+                images = pl_module.sample(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + start))
+                if i < len(mine):
+                    scores.update(images.float(), real=False)
         finally:
             pl_module.train(was_training)
         values = scores.compute()

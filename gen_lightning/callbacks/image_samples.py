@@ -6,8 +6,11 @@ latent points as training moves them. When the module also has `reconstruct(x)` 
 shows held-out images (the first validation batch) above their reconstructions.
 
 Files: `<run dir>/samples/samples_step0000123.png` (and `reconstructions_step...png`), plus the same at
-the end of training. Loggers with `log_image` (W&B) receive the grids; loggers without it are skipped.
-Runs on global rank 0 only; sampling there uses the plain networks, never a collective.
+the end of training. Loggers with `log_image` (W&B) receive the grids as uint8 pixels — the same bytes as
+the PNG files: wandb casts a float array to uint8 without scaling, so a [0, 1] grid arrived all black.
+Steps are the logging step (callbacks/logging_step.py): a grid sits on the same step as the losses of
+the batch that drew it, for a GAN too. Runs on global rank 0 only; sampling there uses the plain
+networks, never a collective (unless the weights are sharded).
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from typing import Optional
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from torchvision.utils import make_grid, save_image
+from PIL import Image
+from torchvision.utils import make_grid
 
+from gen_lightning.callbacks.logging_step import logging_step
 from gen_lightning.run_dir import run_dir
 from gen_lightning.strategies.sharding import parameters_are_sharded
 
@@ -34,8 +39,8 @@ class ImageSamples(Callback):
     ) -> None:
         """
         Args:
-            every_n_steps: a grid each time `trainer.global_step` passes a multiple of this (a GAN's
-                global_step counts optimizer steps of both networks, see docs/gan.md); 0 = only at the end.
+            every_n_steps: a grid every this many training batches (the logging step, the x-axis of the
+                losses; for a GAN one batch = n_critic + 1 optimizer steps); 0 = only at the end.
             num_samples: images per grid; nrow: images per row.
             seed: seed of the fixed noise.
             reconstructions: also log input/reconstruction grids for modules with `reconstruct(x)`.
@@ -59,18 +64,18 @@ class ImageSamples(Callback):
             self._held_out = images[: self.num_samples].detach().cpu()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
-        # A GAN advances global_step by several per batch: compare bins rather than test step % N == 0.
-        if self.every_n_steps and step // self.every_n_steps > max(self._last_logged_step, 0) // self.every_n_steps:
-            self.log_grids(trainer, pl_module)
+        step = logging_step(trainer) + 1  # batches done, this one included
+        if self.every_n_steps and step % self.every_n_steps == 0 and step != self._last_logged_step:
+            self.log_grids(trainer, pl_module, step)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step != self._last_logged_step:
-            self.log_grids(trainer, pl_module)
+        step = logging_step(trainer)  # after the loop: the counter has counted every batch, = batches done
+        if step != self._last_logged_step:
+            self.log_grids(trainer, pl_module, step)
 
     # -- the grids ----------------------------------------------------------------------------------
-    def log_grids(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        step = trainer.global_step
+    def log_grids(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
+        """Grids drawn now; `step` counts the training batches done (file names and the logger's axis)."""
         self._last_logged_step = step
         # Sharded weights (ZeRO-3, FSDP): sampling is a collective, every rank runs it; rank 0 alone writes.
         if not trainer.is_global_zero and not parameters_are_sharded(trainer):
@@ -93,14 +98,21 @@ class ImageSamples(Callback):
         folder = run_dir(trainer) / "samples"
         folder.mkdir(parents=True, exist_ok=True)
         for name, grid in grids.items():
-            save_image(grid, folder / f"{name}_step{step:07d}.png")
+            pixels = to_uint8_hwc(grid)
+            Image.fromarray(pixels).save(folder / f"{name}_step{step:07d}.png")
             for logger in trainer.loggers:
                 if hasattr(logger, "log_image"):
-                    logger.log_image(key=f"samples/{name}", images=[grid], step=step)
+                    # Lightning's logging step of the batch that drew the grid is one less than the batches done.
+                    logger.log_image(key=f"samples/{name}", images=[pixels], step=max(step - 1, 0))
 
     def grid(self, images: torch.Tensor) -> torch.Tensor:
         """[N, C, H, W] in [-1, 1] -> one [C, H', W'] image in [0, 1]."""
         return make_grid(images.detach().float().cpu(), nrow=self.nrow, normalize=True, value_range=(-1, 1))
+
+
+def to_uint8_hwc(grid: torch.Tensor):
+    """[C, H, W] in [0, 1] -> [H, W, C] uint8 numpy: what torchvision's save_image writes, rounded the same way."""
+    return grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to("cpu", torch.uint8).numpy()
 
 
 def _interleave_rows(inputs: torch.Tensor, recon: torch.Tensor, nrow: int) -> torch.Tensor:

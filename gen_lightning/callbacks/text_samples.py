@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from gen_lightning.callbacks.logging_step import logging_step
 from gen_lightning.run_dir import run_dir
 from gen_lightning.strategies.sharding import parameters_are_sharded
 
@@ -41,14 +42,15 @@ class TextSamples(Callback):
         if step == 0 or step % self.every_n_steps or step == self._last_step:
             return
         self._last_step = step
-        self.write_sample(trainer, pl_module)
+        self.write_sample(trainer, pl_module, logging_step(trainer))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_step != self._last_step:  # the final model always gets a sample
             self._last_step = trainer.global_step
-            self.write_sample(trainer, pl_module)
+            self.write_sample(trainer, pl_module, logging_step(trainer, training_ended=True))
 
-    def write_sample(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def write_sample(self, trainer: L.Trainer, pl_module: L.LightningModule, log_step: int) -> None:
+        """One sample of the current weights; `log_step` is where it goes on the loggers' x-axis."""
         # Generation touches no collective op, so the other ranks go on; unless the weights are sharded
         # (ZeRO-3, FSDP): then every rank must run the same forwards and rank 0 alone writes.
         if not trainer.is_global_zero and not parameters_are_sharded(trainer):
@@ -65,7 +67,8 @@ class TextSamples(Callback):
         for logger in trainer.loggers:
             if hasattr(logger, "log_text"):
                 # The whole table each time: a W&B table logged under one key shows its latest version.
-                logger.log_text(key="samples/text", columns=["step", "prompt", "text"], data=self.rows, step=step)
+                # log_step: the x-axis of the losses (callbacks/logging_step.py)
+                logger.log_text(key="samples/text", columns=["step", "prompt", "text"], data=self.rows, step=log_step)
         folder = run_dir(trainer) / "samples"
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "text.md", "a", encoding="utf-8") as f:

@@ -11,8 +11,10 @@ Logged (every `trainer.log_every_n_steps`, once `window_size` batches have been 
   throughput/samples_per_sec         all ranks together
   throughput/tokens_per_sec          all ranks together, when batches are integer token windows [B, T]
   throughput/device/samples_per_sec  this rank (the same on every rank under DDP)
-  throughput/device/mfu              model FLOPs utilisation, when the module sets `flops_per_batch`
-                                     and Lightning knows the GPU's peak FLOPs
+  throughput/flops_per_sec           model FLOPs per second, all ranks together, for modules that count their
+  throughput/device/flops_per_sec    FLOPs (`flops_per_batch(batch)`, capabilities.ReportsFlops: every family)
+  throughput/device/mfu              model FLOPs utilisation, where Lightning knows the device's peak FLOPs
+                                     (CUDA GPUs, TPUs); on a CPU it is not logged, which is said once
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ import torch
 from lightning.fabric.utilities.throughput import Throughput, get_available_flops
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.callbacks.throughput_monitor import _plugin_to_compute_dtype  # bf16 vs fp32 peak
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+from gen_lightning.capabilities import ReportsFlops
 
 
 def batch_tensor(batch: Any) -> Optional[torch.Tensor]:
@@ -36,6 +41,16 @@ def batch_tensor(batch: Any) -> Optional[torch.Tensor]:
     if isinstance(batch, dict):
         return next((v for v in batch.values() if isinstance(v, torch.Tensor)), None)
     return None
+
+
+def _shape_key(batch: Any) -> tuple:
+    if isinstance(batch, torch.Tensor):
+        return (tuple(batch.shape), batch.dtype)
+    if isinstance(batch, (list, tuple)):
+        return tuple(_shape_key(b) for b in batch)
+    if isinstance(batch, dict):
+        return tuple((k, _shape_key(v)) for k, v in sorted(batch.items()))
+    return (type(batch).__name__,)
 
 
 def is_token_batch(x: torch.Tensor) -> bool:
@@ -66,6 +81,19 @@ class GenThroughput(Callback):
         self._start = time.perf_counter()
         self._paused = 0.0  # seconds spent in validation inside the training loop
         self._batches = self._samples = self._tokens = 0
+        self._flops: dict[tuple, int] = {}  # per batch shape: counted once, on the meta device
+        if isinstance(pl_module, ReportsFlops) and self._throughput.available_flops is None:
+            rank_zero_info(f"throughput: MFU is not logged: the peak FLOPs of this device "
+                           f"({trainer.strategy.root_device.type}) are unknown to Lightning; FLOPs/s are logged")
+
+    def _batch_flops(self, pl_module: L.LightningModule, batch: Any, x: torch.Tensor) -> int:
+        """This rank's FLOPs for a batch like this one; 0 for a module that does not count them."""
+        if not isinstance(pl_module, ReportsFlops):
+            return 0
+        key = _shape_key(batch)
+        if key not in self._flops:  # a last, smaller batch (no drop_last) gets its own count
+            self._flops[key] = int(pl_module.flops_per_batch(batch))
+        return self._flops[key]
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._validation_began = time.perf_counter()
@@ -86,13 +114,13 @@ class GenThroughput(Callback):
         self._samples += x.shape[0]
         tokens = is_token_batch(x)
         self._tokens += x.numel() if tokens else 0
-        flops = getattr(pl_module, "flops_per_batch", None)
+        flops = self._batch_flops(pl_module, batch, x)  # this device's; Throughput sums the ranks itself
         self._throughput.update(
             time=time.perf_counter() - self._start - self._paused,
             batches=self._batches,
             samples=self._samples,
             lengths=self._tokens if tokens else None,
-            flops=flops,
+            flops=flops or None,
         )
         # Lightning drops on_step values of batches it does not write to the logger; computing and
         # `self.log`-ing them anyway cost ~2.5 ms per step on the nano GPT (benchmarks/README.md).
@@ -107,6 +135,9 @@ class GenThroughput(Callback):
             logged["throughput/samples_per_sec"] = metrics["device/samples_per_sec"] * world
         if "device/items_per_sec" in metrics:
             logged["throughput/tokens_per_sec"] = metrics["device/items_per_sec"] * world
+        if "device/flops_per_sec" in metrics:
+            logged["throughput/device/flops_per_sec"] = metrics["device/flops_per_sec"]
+            logged["throughput/flops_per_sec"] = metrics["device/flops_per_sec"] * world
         if "device/mfu" in metrics:
             logged["throughput/device/mfu"] = metrics["device/mfu"]
         if logged:

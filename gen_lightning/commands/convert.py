@@ -59,6 +59,16 @@ def convert(checkpoint_dir: str | Path, output: str | Path | None = None) -> Pat
     return output
 
 
+def gathered_checkpoint(checkpoint_dir: str | Path) -> dict:
+    """The converted checkpoint as a dict in memory (what `convert` writes): for evaluating a ZeRO-3 folder."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="gen-lightning-convert-") as folder:
+        path = convert(checkpoint_dir, Path(folder) / "gathered.ckpt")
+        # Written a moment ago by DeepSpeed's own gathering from this run's files: trusted like them.
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+
 def gather_per_network_checkpoint(checkpoint_dir: Path) -> dict:
     """A Lightning checkpoint dict from a folder of per-network engines (gen_lightning.strategies.deepspeed_engines):
     each network's fp32 weights under its name, plus the state outside the engines and the Lightning state

@@ -1,7 +1,8 @@
 """ImageDataModule: every image source behind one interface.
 
-Batches are always `(images, labels)`: images float in [-1, 1] with shape [B, C, H, W], labels int64
-class indices (conditional models use them, the others ignore them). Sources:
+Batches are `(images, labels)`: images float in [-1, 1] with shape [B, C, H, W], labels int64 class
+indices (conditional models use them, the others ignore them); validation batches add each item's
+index in the validation set, `(images, labels, index)`. Sources:
 
 - `digits`    scikit-learn's bundled 1797 real 8x8 digits, resized: works with no files and no network.
 - `mnist`     torchvision MNIST (idx files under `root/MNIST/raw`, downloaded when `download`).
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset, random_split
 
-from gen_lightning.data.base import GenDataModule
+from gen_lightning.data.base import GenDataModule, WithIndex
 from gen_lightning.errors import UserError
 
 ImageSource = Literal["digits", "mnist", "cifar10", "folder", "synthetic"]
@@ -139,7 +140,10 @@ class ImageDataModule(GenDataModule):
         if len(full) - n_val < 1:
             raise UserError(f"dataset has only {len(full)} images: too few to split off a validation set")
         split = torch.Generator().manual_seed(self.seed)
-        self.train_set, self.val_set = random_split(full, [len(full) - n_val, n_val], generator=split)
+        self.train_set, val_set = random_split(full, [len(full) - n_val, n_val], generator=split)
+        # Validation batches are (images, labels, index): a sample's validation noise follows its index, so
+        # val metrics are the same on any number of ranks (models/image_family.py per_sample_noise).
+        self.val_set = WithIndex(val_set)
 
     def full_dataset(self) -> Dataset:
         """The whole source before the train/val split (also used for reference statistics)."""

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from gen_lightning.data.base import GenDataModule
+from gen_lightning.data.base import EpochIndexSampler, GenDataModule
 from gen_lightning.data.tokenizers import BPETokenizer, ByteTokenizer, Tokenizer, tokenizer_from_json
 from gen_lightning.errors import UserError
 
@@ -124,18 +124,34 @@ class _TokenFile:
 
 
 class RandomWindows(Dataset):
-    """`num_samples` windows at seeded random offsets: item i is always the same window (exact resume)."""
+    """`num_samples` windows per epoch at seeded random offsets, drawn afresh every epoch.
+
+    Index `epoch * num_samples + i` is window i of that epoch (EpochIndexSampler yields those indices), its
+    offset a pure function of (seed, epoch, i): a resumed run reads the very same windows, and E epochs cover
+    the fraction 1 - exp(-E * num_samples * block_size / tokens) of the tokens, as independent draws should
+    (offsets drawn once replayed one set of windows every epoch: about a third of the corpus never appeared).
+    nanoGPT draws per step; per epoch keeps an epoch a well-defined set of windows for the loader's state.
+    """
 
     def __init__(self, tokens: _TokenFile, block_size: int, num_samples: int, seed: int) -> None:
-        self.tokens, self.block_size = tokens, block_size
-        high = tokens.length - block_size - 1
-        self.offsets = np.random.default_rng(seed).integers(0, high + 1, size=num_samples)
+        self.tokens, self.block_size, self.num_samples, self.seed = tokens, block_size, num_samples, seed
+        self.high = tokens.length - block_size - 1
+        self._epoch: Optional[int] = None
+        self._offsets: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
-        return len(self.offsets)
+        return self.num_samples
 
-    def __getitem__(self, i: int):
-        w = self.tokens.window(int(self.offsets[i]), self.block_size + 1)
+    def offsets(self, epoch: int) -> np.ndarray:
+        """The epoch's window starts, drawn once per epoch and process (~1 ms per 100k windows)."""
+        if epoch != self._epoch:
+            self._offsets = np.random.default_rng([self.seed, epoch]).integers(0, self.high + 1, size=self.num_samples)
+            self._epoch = epoch
+        return self._offsets
+
+    def __getitem__(self, index: int):
+        epoch, i = divmod(int(index), self.num_samples)
+        w = self.tokens.window(int(self.offsets(epoch)[i]), self.block_size + 1)
         return w[:-1], w[1:]
 
 
@@ -303,3 +319,8 @@ class TextDataModule(GenDataModule):
         samples = self.train_samples or max(1, train.length // self.block_size)
         self.train_set = RandomWindows(train, self.block_size, samples, self.seed)
         self.val_set = SequentialWindows(val, self.block_size, self.val_windows)
+
+    def train_sampler(self, dataset: Dataset):
+        # Windows are random already: the order needs no shuffle, the epoch must reach the dataset.
+        world, rank = self._shards()
+        return EpochIndexSampler(dataset, self.seed, num_replicas=world, rank=rank)

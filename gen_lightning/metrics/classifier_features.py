@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 
 from gen_lightning.errors import UserError
+from gen_lightning.file_lock import file_lock
 from gen_lightning.metrics.features import ClassifierFeatures
 
 log = logging.getLogger(__name__)
@@ -102,9 +103,17 @@ def train_classifier(datamodule, path: Path, max_epochs: Optional[int] = None) -
 
 
 def ensure_classifier(datamodule, cache_dir: Path, train_if_missing: bool = True) -> Path:
-    """The cached evaluator for this dataset; trains it when missing (call on one rank only)."""
+    """The cached evaluator for this dataset; trains it when missing (call on one rank only). Processes that
+    miss it at the same time train it once: the others wait on the lock and then find the file."""
     path = Path(cache_dir) / f"{dataset_key(datamodule)}.pt"
     if path.is_file():
+        return path
+    with file_lock(path):
+        return _ensure_classifier_locked(datamodule, path, train_if_missing)
+
+
+def _ensure_classifier_locked(datamodule, path: Path, train_if_missing: bool) -> Path:
+    if path.is_file():  # built by another process while this one waited
         return path
     if not train_if_missing:
         raise UserError(

@@ -129,8 +129,11 @@ class GenerativeScores(nn.Module):
                     warnings.filterwarnings("ignore", message=".*degrees of freedom.*")  # splits=1: std is nan
                     mean, std = self.inception_score.compute()
                 out["is"] = float(mean)
-                if self.inception_score.splits > 1:
-                    out["is_std"] = float(std)
+                splits = self.inception_score.splits
+                if splits > 1:
+                    # torchmetrics gives the sample std (n - 1) of the per-split scores; published IS values
+                    # (Salimans et al.'s code, torch-fidelity) use the population std (n): report that one.
+                    out["is_std"] = float(std) * ((splits - 1) / splits) ** 0.5
         return out
 
     def _kid_subset_size(self) -> int:

@@ -98,7 +98,7 @@ class ClassifierModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        x, y = batch
+        x, y = batch[0], batch[1]  # (images, labels, index)
         logits = self(x)
         n = x.shape[0]
         self.log("val/loss", F.cross_entropy(logits, y), sync_dist=True, batch_size=n)

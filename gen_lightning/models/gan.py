@@ -17,8 +17,9 @@ through `ddp_unit(...)`, everything else calls the plain networks.
 Logged: train/d_loss (with penalties), train/g_loss, train/d_real and train/d_fake (mean raw scores),
 train/gp, train/r1 when used; val/d_loss, val/d_real, val/d_fake on held-out images vs samples. A
 val/d_loss far above train/d_loss means the discriminator memorises the training set (Karras et al.
-2020). No loss tells which checkpoint samples best, so the GAN names no checkpoint metric: the
-checkpoint callback keeps the latest and `last.ckpt`.
+2020); each held-out image meets its own fixed latent, so val/* is the same on any number of ranks.
+No loss tells which checkpoint samples best, so the GAN names no checkpoint metric: with
+GenerativeMetrics (in the GAN configs) the checkpoint callback keeps the best by val/fid, else the latest.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from gen_lightning.models.gan_losses import (
     gradient_penalty,
     r1_penalty,
 )
-from gen_lightning.models.image_family import check_image_shape
+from gen_lightning.models.flops import count, meta_like, meta_twin
+from gen_lightning.models.image_family import check_image_shape, per_sample_noise
 from gen_lightning.models.nets.gan_nets import build_gan_nets
 from gen_lightning.strategies import ddp_unit
 from gen_lightning.strategies.deepspeed_engines import PerNetworkEngines
@@ -124,9 +126,14 @@ class GANModule(L.LightningModule):
         Conditional models draw classes 0, 1, ..., num_classes - 1, 0, 1, ... unless `labels` is given."""
         if self.conditional and labels is None:
             labels = torch.arange(n) % self.hparams.num_classes
+        return self.generate(self.noise(n, generator), labels)
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Images from given latents (and labels when conditional), by the EMA generator when there is one."""
         labels = labels.to(self.device) if self.conditional else None
         net = self.generator_ema.module if self.generator_ema is not None else self.generator
-        return net(self.noise(n, generator), labels)
+        return net(z.to(self.device), labels)
 
     # -- training ---------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> None:
@@ -143,27 +150,32 @@ class GANModule(L.LightningModule):
         self.log("g_loss", g_loss, prog_bar=True, logger=False)
 
     def discriminator_step(self, opt, real: torch.Tensor, labels: Optional[torch.Tensor]) -> dict:
-        hp = self.hparams
         with self.training_only("discriminator"):
             with torch.no_grad():
                 fake = self.generator(self.noise(real.shape[0]), labels)
-            discriminator = ddp_unit(self, "discriminator")
-            real = real.detach().requires_grad_(hp.r1_gamma > 0)  # R1 differentiates D(real) w.r.t. real
-            real_scores = discriminator(real, labels)
-            fake_scores = discriminator(fake, labels)
-            loss = discriminator_loss(hp.loss, real_scores, fake_scores)
-            logs = {"train/d_real": real_scores.detach().mean(), "train/d_fake": fake_scores.detach().mean()}
-            if hp.loss == "wgan-gp":
-                gp = gradient_penalty(discriminator, real, fake, labels)
-                loss = loss + hp.gp_weight * gp
-                logs["train/gp"] = gp.detach()
-            if hp.r1_gamma > 0:
-                r1 = r1_penalty(real_scores, real)
-                loss = loss + 0.5 * hp.r1_gamma * r1
-                logs["train/r1"] = r1.detach()
+            loss, logs = self.discriminator_objective(ddp_unit(self, "discriminator"), real, fake, labels)
             self.optimize(opt, loss)
         logs["train/d_loss"] = loss.detach()
         return logs
+
+    def discriminator_objective(self, discriminator, real: torch.Tensor, fake: torch.Tensor,
+                                labels: Optional[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        """D's loss with its penalties on a batch of real and generated images, and what to log of it."""
+        hp = self.hparams
+        real = real.detach().requires_grad_(hp.r1_gamma > 0)  # R1 differentiates D(real) w.r.t. real
+        real_scores = discriminator(real, labels)
+        fake_scores = discriminator(fake, labels)
+        loss = discriminator_loss(hp.loss, real_scores, fake_scores)
+        logs = {"train/d_real": real_scores.detach().mean(), "train/d_fake": fake_scores.detach().mean()}
+        if hp.loss == "wgan-gp":
+            gp = gradient_penalty(discriminator, real, fake, labels)
+            loss = loss + hp.gp_weight * gp
+            logs["train/gp"] = gp.detach()
+        if hp.r1_gamma > 0:
+            r1 = r1_penalty(real_scores, real)
+            loss = loss + 0.5 * hp.r1_gamma * r1
+            logs["train/r1"] = r1.detach()
+        return loss, logs
 
     def generator_step(self, opt, batch_size: int, labels: Optional[torch.Tensor]) -> torch.Tensor:
         with self.training_only("generator"):  # freezes D: the G loss flows through it, D is not updated
@@ -172,6 +184,25 @@ class GANModule(L.LightningModule):
             loss = generator_loss(self.hparams.loss, self.discriminator(fake, labels))
             self.optimize(opt, loss)
         return loss.detach()
+
+    def flops_per_batch(self, batch) -> int:
+        """FLOPs of one training batch (n_critic D steps, then one G step, each forward + backward, as training_step
+        runs them), counted on the meta device. Without the WGAN-GP / R1 penalties: torch's FLOP counter cannot
+        follow their double backward, so with a penalty this is a lower bound (MFU too)."""
+        twin, real = meta_twin(self), meta_like(batch[0])
+        labels = meta_like(batch[1]) if self.conditional else None
+        z = torch.empty(real.shape[0], self.hparams.latent_dim, device="meta")
+
+        def d_forward():
+            with torch.no_grad():
+                fake = twin.generator(z, labels)
+            return discriminator_loss(self.hparams.loss, twin.discriminator(real, labels), twin.discriminator(fake, labels))
+
+        d_step = count(twin, d_forward, lambda loss: loss)
+        with twin.training_only("generator"):
+            g_step = count(twin, lambda: generator_loss(self.hparams.loss, twin.discriminator(twin.generator(z, labels), labels)),
+                           lambda loss: loss)
+        return self.hparams.n_critic * d_step + g_step
 
     @contextmanager
     def training_only(self, name: str) -> Iterator[None]:
@@ -198,8 +229,10 @@ class GANModule(L.LightningModule):
 
     # -- validation -------------------------------------------------------------------------------
     def validation_step(self, batch, batch_idx: int) -> None:
-        real, labels = batch[0], batch[1]
-        fake = self.sample(real.shape[0], labels=labels)
+        real, labels, index = batch[0], batch[1], batch[-1]  # (images, labels, index)
+        # Each held-out image's own fixed latent: the same val/* on any number of ranks and at every evaluation.
+        z = per_sample_noise(index, (self.hparams.latent_dim,)).to(real.dtype)
+        fake = self.generate(z, labels)
         labels = labels if self.conditional else None
         real_scores, fake_scores = self.discriminator(real, labels), self.discriminator(fake, labels)
         n = real.shape[0]

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from gen_lightning.data.tokenizers import Tokenizer, tokenizer_from_json
 from gen_lightning.errors import UserError
 from gen_lightning.metrics import TokenPerplexity
+from gen_lightning.models.flops import count, meta_like, meta_twin
 from gen_lightning.models.nets.transformer import GPT, GPTConfig
 
 GPTSize = Literal["nano", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"]
@@ -175,6 +176,12 @@ class GPTModule(L.LightningModule):
         loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         return loss
+
+    def flops_per_batch(self, batch) -> int:
+        """FLOPs of one training step on `batch` (forward + backward of the LM loss), counted on the meta device;
+        `GPT.analytic_flops` is nanoGPT's closed form of the same number."""
+        twin, (x, y) = meta_twin(self), (meta_like(batch[0]), meta_like(batch[1]))
+        return count(twin.net, lambda: twin.net(x), lambda logits: F.cross_entropy(logits.flatten(0, 1), y.flatten()))
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch

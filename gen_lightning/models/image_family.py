@@ -1,8 +1,9 @@
-"""What the image model families (GAN, VAE) share: checking that the data fits the model."""
+"""What the image model families (GAN, VAE) share: checking that the data fits the model, fixed validation noise."""
 
 from __future__ import annotations
 
 import lightning as L
+import torch
 
 from gen_lightning.errors import UserError
 
@@ -18,3 +19,14 @@ def check_image_shape(module: L.LightningModule, expected: tuple[int, int, int])
             f"the data yields images of shape {tuple(shape)} but the model expects {tuple(expected)}; "
             f"set --model.channels {c} --model.image_size {s} (or change data.image_size/channels)"
         )
+
+
+def per_sample_noise(indices: torch.Tensor, shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    """Standard normal noise [len(indices), *shape] in which row k depends only on `indices[k]` (and `seed`).
+
+    Validation draws its latents (GAN z, VAE eps) this way: a sample gets the same noise whichever rank and
+    batch it lands in, so a validation metric is the same on 1 and N processes, and the same at every
+    evaluation, so its curve shows the model changing rather than the noise. One small generator per sample:
+    ~10 us each, validation only."""
+    rows = [torch.randn(shape, generator=torch.Generator().manual_seed(seed * 1_000_003 + i)) for i in indices.tolist()]
+    return torch.stack(rows).to(indices.device) if rows else torch.zeros(0, *shape, device=indices.device)

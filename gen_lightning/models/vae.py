@@ -12,13 +12,14 @@ The warm-up position is a function of `global_step`, so it resumes exactly from 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 
-from gen_lightning.models.image_family import check_image_shape
+from gen_lightning.models.flops import count, meta_like, meta_twin
+from gen_lightning.models.image_family import check_image_shape, per_sample_noise
 from gen_lightning.models.nets.vae_nets import build_vae_nets
 
 
@@ -61,9 +62,11 @@ class VAEModule(L.LightningModule):
         out = self.decoder(z)
         return torch.sigmoid(out) * 2 - 1 if self.hparams.recon_loss == "bce" else torch.tanh(out)
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor, eps: Optional[torch.Tensor] = None):
+        """Decoder logits, mu, logvar; `eps` is the reparameterisation noise (drawn when None)."""
         mu, logvar = self.encode(x)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)  # reparameterisation trick
+        eps = torch.randn_like(mu) if eps is None else eps
+        z = mu + eps * torch.exp(0.5 * logvar)  # reparameterisation trick
         return self.decoder(z), mu, logvar
 
     @torch.no_grad()
@@ -79,9 +82,9 @@ class VAEModule(L.LightningModule):
         return self.decode(mu)
 
     # -- the objective ----------------------------------------------------------------------------
-    def losses(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def losses(self, x: torch.Tensor, eps: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-image reconstruction NLL and KL, each averaged over the batch."""
-        out, mu, logvar = self(x)
+        out, mu, logvar = self(x, eps)
         if self.hparams.recon_loss == "bce":
             target = (x + 1) / 2
             recon = F.binary_cross_entropy_with_logits(out, target, reduction="sum") / x.shape[0]
@@ -108,12 +111,18 @@ class VAEModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        x = batch[0]
-        recon, kl = self.losses(x)
+        x, index = batch[0], batch[-1]  # (images, labels, index)
+        # Each image's own fixed noise: the same val/elbo on any number of ranks, and at every evaluation.
+        recon, kl = self.losses(x, per_sample_noise(index, (self.hparams.latent_dim,)).to(x.dtype))
         # Epoch means weighted by batch size and reduced across ranks by Lightning.
         self.log("val/elbo", -(recon + kl), prog_bar=True, sync_dist=True, batch_size=x.shape[0])
         self.log("val/recon", recon, sync_dist=True, batch_size=x.shape[0])
         self.log("val/kl", kl, sync_dist=True, batch_size=x.shape[0])
+
+    def flops_per_batch(self, batch) -> int:
+        """FLOPs of one training step on `batch` (forward + backward of the ELBO), counted on the meta device."""
+        twin, x = meta_twin(self), meta_like(batch[0])
+        return count(twin, lambda: twin.losses(x), lambda losses: losses[0] + losses[1])
 
     def setup(self, stage: str) -> None:
         check_image_shape(self, self.image_shape)

@@ -76,6 +76,37 @@ class DeepSpeedCPUStrategy(PerNetworkEngines, DeepSpeedStrategy):
         self.set_world_ranks()
         self._init_deepspeed_distributed()
 
+    # -- evaluating a ZeRO-3 checkpoint folder (validate / test / predict) -------------------------------------------
+    def load_checkpoint(self, checkpoint_path, weights_only=None):
+        from pathlib import Path
+
+        from lightning.pytorch.trainer.states import TrainerFn
+
+        fitting = self.lightning_module.trainer.state.fn == TrainerFn.FITTING
+        if fitting or not self.zero_stage_3 or not Path(checkpoint_path).is_dir():
+            return super().load_checkpoint(checkpoint_path, weights_only)
+        # Without an optimizer DeepSpeed's ZeRO-3 engine cannot read its own shards back (DeepSpeed 0.19:
+        # AttributeError '_restore_from_bit16_weights'; the weights live in the optimizer's partitions). Gather
+        # them into full fp32 weights as `gen-lightning convert` does and load those into the sharded module.
+        from gen_lightning.commands.convert import gathered_checkpoint
+
+        self._loading_gathered = True
+        return gathered_checkpoint(self.broadcast(str(checkpoint_path)))
+
+    def load_model_state_dict(self, checkpoint, strict: bool = True) -> None:
+        if getattr(self, "_loading_gathered", False):
+            self._loading_gathered = False
+            self.model_to_device()
+            self._restore_zero_state(checkpoint, strict=strict)  # Lightning's: gathers each shard, loads on rank 0
+            return
+        super().load_model_state_dict(checkpoint, strict)
+
+    # -- the divergence guard's view of DeepSpeed's own overflow skipping (capabilities.SkipsNonFiniteSteps) ------
+    def skipped_steps(self) -> int:
+        """Updates the engines skipped for inf/NaN gradients so far (ZeRO 1-3 check every step)."""
+        engines = list(self._engines.values()) if self._per_network else [self.deepspeed_engine]
+        return sum(int(engine.skipped_steps) for engine in engines)
+
     # -- ZeRO-Offload: the optimizer step runs on the CPU, so it must be DeepSpeed's vectorised CPU Adam ----------
     @property
     def _offloads_optimizer(self) -> bool:

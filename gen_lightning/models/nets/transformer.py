@@ -162,6 +162,15 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
+    def analytic_flops(self, batch_size: int, seq_len: int) -> int:
+        """Training FLOPs (forward + backward) of a batch, in closed form (nanoGPT's estimate_mfu, from the PaLM
+        paper's appendix B): 6 per weight per token for the matmuls (2 forward, 4 backward; the tied embedding
+        counted once, as the head's matmul), plus attention's 12 * n_layer * T * n_embd per token."""
+        c = self.config
+        matmul_weights = self.num_params(non_embedding=True)  # wte = lm_head: one matmul; wpe is a lookup
+        per_token = 6 * matmul_weights + 12 * c.n_layer * seq_len * c.n_embd
+        return per_token * seq_len * batch_size
+
     def forward(self, idx: torch.Tensor, caches: Optional[list[KVCache]] = None) -> torch.Tensor:
         """Token ids [B, T] -> next-token logits [B, T, vocab_size]. With `caches` (one per layer), `idx`
         holds only the new tokens and their positions continue after the cached ones."""

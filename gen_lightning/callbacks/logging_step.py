@@ -1,0 +1,20 @@
+"""The one step counter everything a run logs is put on.
+
+Lightning's `self.log` writes metrics at `fit_loop.epoch_loop._batches_that_stepped` (one per training
+batch that ended in an optimizer step, whatever the number of optimizers), and its W&B logger plots
+every chart against that value (`trainer/global_step`). `trainer.global_step` counts optimizer steps
+instead: the same for one optimizer, but a GAN advances it by n_critic + 1 per batch, so media logged
+with it landed at twice (or more) the step of the losses logged at the same moment. Callbacks that
+log through a logger directly (image grids, text tables) use this counter too.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+
+
+def logging_step(trainer: L.Trainer, training_ended: bool = False) -> int:
+    """The step at which `self.log` in the current training batch lands on the loggers; with
+    `training_ended` (from on_train_end, after the loop counted the last batch), that of the last batch."""
+    step = trainer.fit_loop.epoch_loop._batches_that_stepped
+    return max(step - 1, 0) if training_ended else step

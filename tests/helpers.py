@@ -1,0 +1,64 @@
+"""Helpers shared by test modules: reading what a run wrote (W&B offline runs, images)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def assert_not_blank(png: Path) -> None:
+    """The image shows something: not one flat colour (the black W&B grids had std 0)."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(png).convert("RGB"))
+    assert pixels.std() > 10, f"{png.name} is blank (std {pixels.std():.2f})"
+
+
+def wandb_records(folder: Path) -> list[dict]:
+    """Every record of the one offline W&B run under `folder`."""
+    run_files = sorted(folder.rglob("offline-run-*/run-*.wandb"))
+    assert len(run_files) == 1, f"expected one offline run, found {run_files}"
+    wandb_exe = Path(sys.executable).parent / "wandb"
+    out = subprocess.run([str(wandb_exe), "leet", "inspect", "--json", str(run_files[0])],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+def assert_same_nonblank_image(wandb_png: Path, local_png: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    stored = np.asarray(Image.open(wandb_png).convert("RGB"))
+    local = np.asarray(Image.open(local_png).convert("RGB"))
+    assert stored.shape == local.shape, (stored.shape, local.shape)
+    assert np.array_equal(stored, local), f"W&B image differs from {local_png.name}: max {np.abs(stored.astype(int) - local).max()}"
+    assert stored.std() > 10, f"{wandb_png.name} is blank (std {stored.std():.2f})"
+
+
+def history(records: list[dict]) -> list[dict]:
+    return [r["history"]["item"] for r in records if r["type"] == "history"]
+
+
+def history_keys(records: list[dict]) -> set[str]:
+    return {key for item in history(records) for key in item}
+
+
+def merged_config(records: list[dict]) -> dict:
+    config: dict = {}
+    for r in records:
+        if r["type"] == "config":
+            config.update(r["config"].get("update", {}))
+    return config
+
+

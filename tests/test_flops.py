@@ -1,0 +1,48 @@
+"""Every family counts the FLOPs of its training step (measured on the meta device), and the throughput
+callback turns them into FLOPs/s (and MFU where the device's peak is known)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gen_lightning.capabilities import ReportsFlops
+from gen_lightning.models import GANModule, GPTModule, VAEModule
+
+IMAGES = (torch.zeros(16, 1, 28, 28), torch.zeros(16, dtype=torch.long))
+
+
+@pytest.mark.parametrize(("size", "block", "vocab", "batch"), [("nano", 64, 257, 8), ("gpt2", 1024, 50304, 2)])
+def test_gpt_measured_flops_match_the_analytic_count(size, block, vocab, batch):
+    model = GPTModule(size=size, block_size=block, vocab_size=vocab)
+    idx = torch.zeros(batch, block, dtype=torch.long)
+    measured, analytic = model.flops_per_batch((idx, idx)), model.net.analytic_flops(batch, block)
+    assert measured == pytest.approx(analytic, rel=0.01), (measured, analytic)
+
+
+def test_mlp_vae_flops_are_the_matmuls_forward_and_backward():
+    model = VAEModule(net="mlp", hidden_dim=400, latent_dim=20)
+    weights = 784 * 400 + 2 * 400 * 20 + 20 * 400 + 400 * 784
+    # forward 2 FLOPs per weight and image, backward the same for weight gradients and, except in the first layer
+    # (its input, the image, needs no gradient), the same again for input gradients.
+    expected = 16 * (2 * weights + 2 * weights + 2 * (weights - 784 * 400))
+    assert model.flops_per_batch(IMAGES) == expected
+
+
+def test_gan_flops_grow_by_one_discriminator_step_per_critic_step():
+    one, two, three = (GANModule(net="dcgan", n_critic=n).flops_per_batch(IMAGES) for n in (1, 2, 3))
+    d_step = two - one
+    assert d_step > 0 and three - two == d_step
+    assert one > d_step, "the generator step (G and D forward, backward through both) costs more than a D step"
+
+
+@pytest.mark.parametrize("model", [VAEModule(), GANModule(net="mlp"), GPTModule(block_size=32)], ids=["vae", "gan", "gpt"])
+def test_every_family_reports_flops(model):
+    assert isinstance(model, ReportsFlops)
+    batch = IMAGES if not isinstance(model, GPTModule) else (torch.zeros(4, 32, dtype=torch.long),) * 2
+    flops = model.flops_per_batch(batch)
+    assert flops > 1e6 and math.isfinite(flops)
+    # Counting happens on the meta device: the real weights are untouched and no memory is taken.
+    assert all(p.device.type == "cpu" for p in model.parameters())
