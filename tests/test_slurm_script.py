@@ -83,10 +83,12 @@ def test_a_failed_srun_fails_the_job(tmp_path):
     assert "wandb sync" in result.stdout  # the upload hint is printed even when training failed
 
 
-def test_sweep_array_task_runs_its_configuration(tmp_path):
+def test_sweep_array_task_is_a_worker_on_the_shared_study(tmp_path):
     env = job_env(20, nodes=1, tasks_per_node=1) | {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_JOB_ID": "19"}
-    result, srun, _ = run_batch_script(SWEEP, tmp_path, ["configs/sweeps/vae_mlp_digits.yaml", "--", "--trainer.max_epochs=1"],
-                                       GENL_CMD="python3 -m gen_lightning", **env)
+    args = ["configs/sweeps/vae_mlp_digits.yaml", "--count", "4", "--", "--trainer.max_epochs=1"]
+    result, srun, _ = run_batch_script(SWEEP, tmp_path, args, GENL_CMD="python3 -m gen_lightning", **env)
     assert result.returncode == 0, result.stderr
     assert srun == ["--kill-on-bad-exit=1", "--ntasks=1", "python3", "-m", "gen_lightning", "sweep",
-                    "configs/sweeps/vae_mlp_digits.yaml", "--local", "--index", "3", "--", "--trainer.max_epochs=1"]
+                    "configs/sweeps/vae_mlp_digits.yaml", "--local", "--storage", "journal", *args[1:]]
+    _, srun, _ = run_batch_script(SWEEP, tmp_path, args, GENL_SWEEP_STORAGE="sqlite:////shared/s.db", **env)
+    assert srun[srun.index("--storage") + 1] == "sqlite:////shared/s.db"

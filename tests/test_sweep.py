@@ -1,7 +1,13 @@
-"""`gen-lightning sweep FILE --local`: W&B sweep files run without a server, resumable, DDP-consistent."""
+"""`gen-lightning sweep FILE --local`: W&B sweep files on an Optuna study.
+
+Here: the file -> Optuna mapping, the checks before anything starts (one line, exit 2), a failed trial
+and an interrupted sweep, DDP inside a trial with pruning. Workers sharing a study and a killed worker:
+test_sweep_workers.py; Bayesian search with hyperband: test_sweep_bayes.py; Slurm: test_sweep_slurm.py.
+"""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -12,41 +18,71 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import CONFIGS, REPO, cli_env
 
 SWEEPS = sorted((CONFIGS / "sweeps").glob("*.yaml"))
+VAE = CONFIGS / "vae" / "mlp_digits.yaml"
 TINY = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=2",
-        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--model.hidden_dim=64"]
 
 
-def write_sweep(path: Path, parameters: str, configs: list[Path], method: str = "grid", metric: str = "val/elbo") -> Path:
+def write_sweep(path: Path, parameters: str, configs: list[Path], method: str = "grid", metric: str = "val/elbo",
+                more: str = "") -> Path:
     command = "\n".join(f"  - --config\n  - {c}" for c in configs)
     path.write_text(
-        f"method: {method}\nmetric:\n  name: {metric}\n  goal: maximize\nparameters:\n"
+        f"method: {method}\nmetric:\n  name: {metric}\n  goal: maximize\n{more}parameters:\n"
         + textwrap.indent(textwrap.dedent(parameters).strip(), "  ")
         + f"\ncommand:\n  - ${{env}}\n  - gen-lightning\n  - fit\n{command}\n  - ${{args}}\n"
     )
     return path
 
 
+def sweep_text(method: str = "grid", parameters: str = "{model.lr: {values: [0.1]}}", more: str = "",
+               metric: str = "metric: {name: val/elbo}\n", command: str = f"[gen-lightning, fit, --config, {VAE}, '${{args}}']"):
+    return f"method: {method}\n{metric}{more}parameters: {parameters}\ncommand: {command}\n"
+
+
 def states(sweep_dir: Path) -> dict[int, dict]:
     return {int(p.parent.name): json.loads(p.read_text()) for p in sweep_dir.glob("*/state.json")}
+
+
+def study_of(sweep_dir: Path, name: str, storage: str | None = None):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=storage or f"sqlite:///{sweep_dir / 'study.db'}")
+
+
+def wandb_run(run_dir: Path) -> dict:
+    """An offline W&B run as wandb itself reads it back: name, state, tags, config, summary."""
+    out = subprocess.run(["wandb", "leet", "inspect", "--summary", "--json", str(run_dir)], check=False,
+                         capture_output=True, text=True, timeout=120, env=cli_env())
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def sweep_cmd(sweep: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "gen_lightning", "sweep", str(sweep), "--local", *args]
 
 
 # -- the sweep files of the repository ------------------------------------------------------------------
 @pytest.mark.parametrize("sweep_file", SWEEPS, ids=lambda p: p.stem)
 def test_sweep_file_parses_with_the_real_cli(sweep_file, monkeypatch):
-    from gen_lightning.commands._sweep_spec import expand_command, load_sweep
     from gen_lightning.commands.sweep import check_configuration
+    from gen_lightning.sweeps.spec import WANDB_KEYS, expand_command, load_sweep
 
     monkeypatch.chdir(REPO)  # the files' config paths are relative to the repository root
     spec = load_sweep(sweep_file)
-    assert spec.metric, "every sweep names the metric it ranks by"
-    indices = range(spec.grid_size()) if spec.method == "grid" else range(3)
-    for index in indices:
-        params = spec.configuration(index)
-        config = check_configuration(spec, index, params, expand_command(spec, params))
+    import yaml
+
+    assert set(yaml.safe_load(sweep_file.read_text())) <= set(WANDB_KEYS), "`wandb sweep FILE` takes it as it is"
+    configurations = spec.covering_configurations()
+    for name, d in spec.distributions.items():  # every value (or both bounds) of every parameter is checked
+        seen = {c[name] for c in configurations}
+        assert seen == (set(d.choices) if hasattr(d, "choices") else {d.low, d.high}), name
+    for params in configurations:
+        config = check_configuration(spec, params, expand_command(spec, params))
         for name, value in params.items():  # the override reached the parsed config
             node = config.fit
             for part in name.split("."):
@@ -55,65 +91,264 @@ def test_sweep_file_parses_with_the_real_cli(sweep_file, monkeypatch):
             assert node == expected, f"{name}: parsed {node}, swept {value}"
 
 
-def test_vae_sweep_runs_two_configurations_and_puts_their_metric_side_by_side(cli):
-    (cli.cwd / "configs").symlink_to(CONFIGS)
-    result = cli("sweep", "configs/sweeps/vae_mlp_digits.yaml", "--local", "--count", "2", "--", *TINY,
-                 env=cli_env(WANDB_MODE="offline"), timeout=400)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
-    done = states(cli.cwd / "runs" / "sweeps" / "vae_mlp_digits")
-    assert sorted(done) == [0, 1]
-    assert done[0]["params"] != done[1]["params"]
-    assert {s["params"]["model.lr"] for s in done.values()} == {3e-4, 1e-3}
-    elbos = [done[i]["metrics"]["val/elbo"] for i in (0, 1)]
-    assert all(s["status"] == "done" for s in done.values()) and elbos[0] != elbos[1]
-    table = output[output.index("sweep vae_mlp_digits (grid)"):]
-    assert "val/elbo ↑" in table and "model.lr" in table
-    for i, elbo in enumerate(elbos):  # one row per run, with its own metric
-        row = next(line for line in table.splitlines() if line.startswith(f"│ {i} "))
-        assert f"{elbo:.4g}" in row
-    best = max((0, 1), key=lambda i: elbos[i])
-    assert "★" in next(line for line in table.splitlines() if line.startswith(f"│ {best} "))
-    for i in (0, 1):  # each run logged offline, named after the sweep
-        runs = list((cli.cwd / "runs" / "sweeps" / "vae_mlp_digits" / str(i) / "wandb").glob("offline-run-*/*.wandb"))
-        assert len(runs) == 1
+def ask_all(spec, n: int, seed: int = 0) -> list[dict]:
+    """The parameters of the first n trials of a fresh study (in memory), drawn as a worker draws them."""
+    import optuna
+
+    from gen_lightning.sweeps.trial import suggest
+
+    drawn = []
+
+    def objective(trial):
+        if spec.method != "grid":
+            trial.study.sampler = spec.sampler(seed, trial.number)
+        drawn.append(suggest(trial, spec.distributions))
+        return 0.0
+
+    optuna.create_study(direction=spec.goal, sampler=spec.sampler(seed)).optimize(objective, n_trials=n)
+    return drawn
 
 
-def test_failed_run_is_recorded_and_an_interrupted_sweep_resumes(tmp_path):
+def test_grid_gives_the_same_configurations_as_before():
+    from gen_lightning.sweeps.spec import load_sweep
+
+    spec = load_sweep(CONFIGS / "sweeps" / "vae_mlp_digits.yaml")
+    # The configurations the runner before Optuna ran: every combination, the last parameter fastest.
+    before = [{"model.beta": b, "model.lr": lr} for b, lr in itertools.product([1.0, 0.5], [3.0e-4, 1.0e-3, 3.0e-3])]
+    assert spec.grid_configurations() == before
+    assert spec.budget(None) == 6 and spec.budget(2) == 2
+    drawn = ask_all(spec, 6)
+    assert sorted(map(json.dumps, drawn)) == sorted(map(json.dumps, before)), "each combination exactly once"
+    assert ask_all(spec, 6) == drawn, "the same seed, the same order"
+
+
+def test_random_and_bayes_draws_depend_on_the_seed_and_the_trial_number(tmp_path):
+    from gen_lightning.sweeps.spec import load_sweep
+
+    for method in ("random", "bayes"):
+        (tmp_path / "r.yaml").write_text(textwrap.dedent(f"""
+            method: {method}
+            metric: {{name: val/loss}}
+            parameters:
+              model.lr: {{distribution: log_uniform_values, min: 1.0e-4, max: 1.0e-2}}
+              model.latent_dim: {{min: 2, max: 9}}
+              model.net: {{values: [mlp, conv]}}
+            command: [gen-lightning, fit, '${{args}}']
+            """))
+        spec = load_sweep(tmp_path / "r.yaml")
+        draws = ask_all(spec, 12)
+        assert draws == ask_all(spec, 12), f"{method}: one seed gives one sequence"
+        assert ask_all(spec, 12, seed=1) != draws
+        assert all(1e-4 <= d["model.lr"] <= 1e-2 and isinstance(d["model.latent_dim"], int) for d in draws)
+        assert {d["model.net"] for d in draws} == {"mlp", "conv"} and len({d["model.lr"] for d in draws}) == 12
+
+
+@pytest.mark.parametrize("parameter, expected", [
+    ({"values": [1, 2]}, "CategoricalDistribution(choices=(1, 2))"),
+    ({"value": 0.5}, "CategoricalDistribution(choices=(0.5,))"),
+    ({"distribution": "constant", "value": "mlp"}, "CategoricalDistribution(choices=('mlp',))"),
+    ({"min": 2, "max": 9}, "IntDistribution(high=9, log=False, low=2, step=1)"),
+    ({"distribution": "int_uniform", "min": 2, "max": 9}, "IntDistribution(high=9, log=False, low=2, step=1)"),
+    ({"min": 0.1, "max": 0.9}, "FloatDistribution(high=0.9, log=False, low=0.1, step=None)"),
+    ({"distribution": "q_uniform", "min": 0.0, "max": 1.0, "q": 0.25},
+     "FloatDistribution(high=1.0, log=False, low=0.0, step=0.25)"),
+    ({"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2},
+     "FloatDistribution(high=0.01, log=True, low=0.0001, step=None)"),
+    ({"distribution": "q_log_uniform_values", "min": 16, "max": 512},
+     "IntDistribution(high=512, log=True, low=16, step=1)"),
+])
+def test_wandb_distributions_map_onto_optuna(parameter, expected):
+    from gen_lightning.sweeps.spec import to_distribution
+
+    assert repr(to_distribution("p", parameter)) == expected
+
+
+def test_log_uniform_is_the_log_uniform_over_exp_bounds_and_hyperband_maps_onto_optuna():
+    import math
+
+    from gen_lightning.sweeps.spec import pruner_for, to_distribution
+
+    d = to_distribution("p", {"distribution": "log_uniform", "min": math.log(1e-4), "max": math.log(1e-2)})
+    assert d.log and d.low == pytest.approx(1e-4) and d.high == pytest.approx(1e-2)
+    pruner = pruner_for({"type": "hyperband", "min_iter": 2, "eta": 3})
+    assert (type(pruner).__name__, pruner._min_resource, pruner._max_resource, pruner._reduction_factor) == (
+        "HyperbandPruner", 2, "auto", 3)
+    pruner = pruner_for({"type": "hyperband", "max_iter": 27, "s": 2, "eta": 3})  # W&B's brackets at 9 and 3
+    assert (pruner._min_resource, pruner._max_resource) == (3, 27)
+    assert type(pruner_for(None)).__name__ == "NopPruner"
+
+
+def test_command_is_expanded_as_wandb_agent_does(tmp_path, monkeypatch):
+    from gen_lightning.sweeps.spec import expand_command, load_sweep
+
+    monkeypatch.setenv("DATA_ROOT", "/scratch/data")
+    (tmp_path / "g.yaml").write_text(textwrap.dedent("""
+        method: grid
+        metric: {name: val/elbo}
+        parameters:
+          model.beta: {values: [1.0, 0.5]}
+          model.lr: {values: [0.1, 0.2, 0.3]}
+        command: ['${env}', gen-lightning, fit, --data.root, '${envvar:DATA_ROOT}', '${args}']
+        """))
+    spec = load_sweep(tmp_path / "g.yaml")
+    assert expand_command(spec, {"model.beta": 0.5, "model.lr": 0.2}) == [
+        "/usr/bin/env", "gen-lightning", "fit", "--data.root", "/scratch/data", "--model.beta=0.5", "--model.lr=0.2"]
+
+
+def test_the_budget_is_counted_by_trial_numbers_and_a_rerun_replaces_its_original():
+    import optuna
+    from optuna.trial import TrialState
+
+    from gen_lightning.sweeps.queue import (
+        is_surplus,
+        open_failures,
+        requeue,
+        retried_from,
+        work_left,
+    )
+
+    study = optuna.create_study()
+    for value in (1.0, 2.0):
+        study.tell(study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}), value)
+    study.tell(study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}), state=TrialState.FAIL)
+    assert not work_left(study, 3) and work_left(study, 4)
+    (failed,) = open_failures(study.get_trials())
+    requeue(study, failed)  # --retry-failed: a WAITING copy, run before anything new
+    assert work_left(study, 3) and open_failures(study.get_trials()) == []
+    rerun = study.ask()
+    assert rerun.number == 3 and rerun.params == failed.params
+    trials = study.get_trials(deepcopy=False)
+    assert retried_from(trials[3]) == 2, "a re-run is never surplus: it replaces trial 2 in the budget"
+    late = study.ask()  # another worker asked at the same instant as the last one of the budget
+    trials = study.get_trials(deepcopy=False)
+    assert is_surplus(trials, late.number, budget=3) and not is_surplus(trials, 2, budget=3)
+
+
+def test_a_changed_sweep_file_or_a_folder_of_another_study_is_refused(tmp_path):
+    from gen_lightning.commands.sweep import check_folder
+    from gen_lightning.errors import UserError
+    from gen_lightning.sweeps.spec import load_sweep
+    from gen_lightning.sweeps.storage import open_study, storage_url
+
+    (tmp_path / "s.yaml").write_text(sweep_text(parameters="{model.lr: {values: [0.1, 0.2]}}"))
+    url = storage_url(None, tmp_path)
+    open_study(load_sweep(tmp_path / "s.yaml"), url, None, 0)
+    open_study(load_sweep(tmp_path / "s.yaml"), url, None, 0)  # the same file joins the study
+    (tmp_path / "s.yaml").write_text(sweep_text(parameters="{model.lr: {values: [0.1, 0.3]}}"))
+    with pytest.raises(UserError, match=r"study 's' in .* was made from another version of .*s.yaml \(parameters differ"):
+        open_study(load_sweep(tmp_path / "s.yaml"), url, None, 0)
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "state.json").write_text(json.dumps({"index": 0, "params": {}, "status": "done"}))
+    with pytest.raises(UserError, match="holds trials of an older sweep"):
+        check_folder(tmp_path, "s", url)
+
+
+# -- mistakes: one line, exit 2, nothing started --------------------------------------------------------
+BAD_INPUTS = {
+    "unknown method": (sweep_text(method="hyperopt"), [], "unknown method 'hyperopt'; use one of grid, random, bayes"),
+    "no Optuna equivalent": (sweep_text("random", "{model.lr: {distribution: normal, mu: 0.001, sigma: 0.0001}}"),
+                             ["--count", "2"], "parameter model.lr: distribution 'normal' has no Optuna equivalent"),
+    "empty values": (sweep_text(parameters="{model.lr: {values: []}}"), [],
+                     "parameter model.lr: `values` must be a non-empty list"),
+    "parameter the CLI refuses": (sweep_text(parameters="{model.lrr: {values: [0.1]}}"), [],
+                                  "a configuration (model.lrr=0.1) is rejected"),
+    "journal in a missing folder": (sweep_text(), ["--storage", "/nonexistent/sweeps/study.journal"],
+                                    "cannot open the study storage '/nonexistent/sweeps/study.journal'"),
+    "database that cannot be opened": (sweep_text(), ["--storage", "sqlite:////nonexistent/study.db"],
+                                       "cannot open the study storage 'sqlite:////nonexistent/study.db'"),
+    "unknown database": (sweep_text(), ["--storage", "nosuchdb://host/study"],
+                         "cannot open the study storage 'nosuchdb://host/study'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2_and_nothing_starts(case, tmp_path, capsys, monkeypatch):
+    from gen_lightning.cli import main
+
+    body, args, message = BAD_INPUTS[case]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.yaml").write_text(body)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", "bad.yaml", "--local", *args])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("gen-lightning: error: "), err
+    assert message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"], "nothing was created, nothing ran"
+
+
+@pytest.mark.parametrize("body, message", [
+    (sweep_text(parameters="{model.lr: {min: 0.1, max: 1.0}}"), "a grid needs `values`"),
+    (sweep_text("random", "{model.lr: {distribution: beta}}"), "distribution 'beta' has no Optuna equivalent"),
+    (sweep_text("random", "{model.lr: {distribution: gamma}}"), "distribution 'gamma' is not a W&B distribution"),
+    (sweep_text("random", "{model.lr: {values: [1, 2], probabilities: [0.9, 0.1]}}"),
+     "`probabilities` has no Optuna equivalent"),
+    (sweep_text("random", "{model.bs: {distribution: q_log_uniform_values, min: 8, max: 512, q: 8}}"),
+     "q_log_uniform_values with q=8, min=8 has no Optuna equivalent"),
+    (sweep_text("bayes", more="early_terminate: {type: hyperband, min_iter: 1, strict: true}\n"),
+     "strict has no Optuna equivalent"),
+    (sweep_text("bayes", more="early_terminate: {type: envelope}\n"), "type 'envelope' is not supported"),
+    (sweep_text(metric=""), "the study needs the metric it optimizes"),
+    (sweep_text(command="[gen-lightning, fit]"), "must be a list ending in ${args}"),
+    (sweep_text(more="sampler: tpe\n"), "sampler is not a W&B sweep key"),
+])
+def test_sweep_file_mistakes_are_named(tmp_path, body, message):
+    import re
+
+    from gen_lightning.errors import UserError
+    from gen_lightning.sweeps.spec import load_sweep
+
+    (tmp_path / "s.yaml").write_text(body)
+    with pytest.raises(UserError, match=re.escape(message)):
+        load_sweep(tmp_path / "s.yaml")
+
+
+# -- running trials ---------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_failed_trial_is_recorded_and_an_interrupted_sweep_resumes(tmp_path):
     sweep = write_sweep(tmp_path / "bs.yaml", """
         data.batch_size:
           values: [0, 16]
-        """, [CONFIGS / "vae" / "mlp_digits.yaml"])
+        """, [VAE])
     sweep_dir = tmp_path / "runs" / "sweeps" / "bs"
-    args = [sys.executable, "-m", "gen_lightning", "sweep", str(sweep), "--local", "--", *TINY]
+    args = sweep_cmd(sweep, "--", *TINY, "--trainer.max_epochs=15")
     env = cli_env()  # WANDB_MODE=disabled: nothing of W&B may be written
     log = tmp_path / "first.log"  # a file, not a pipe: nothing can block on a full pipe buffer
     with open(log, "w") as out:
         proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
-        # Configuration 0 fails (batch size 0); stop the sweep with SIGTERM while configuration 1 runs.
+        # The batch size 0 trial fails; stop the sweep with SIGTERM while the other one trains (has a last.ckpt).
         deadline = time.time() + 300
-        while states(sweep_dir).get(1, {}).get("status") != "running":
+        while not (running := [n for n, s in states(sweep_dir).items() if s["status"] == "running"
+                               and s["params"]["data.batch_size"] == 16
+                               and list((sweep_dir / str(n)).rglob("last.ckpt"))]):
             if proc.poll() is not None or time.time() > deadline:
                 proc.kill()
-                pytest.fail(f"configuration 1 never started:\n{log.read_text()[-3000:]}")
+                pytest.fail(f"the batch size 16 trial never trained:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
     first = log.read_text()
     assert proc.returncode == 130, first[-3000:]
-    assert "interrupted at configuration 1" in first
-    recorded = states(sweep_dir)
-    assert recorded[0]["status"] == "failed" and "data.batch_size must be >= 1" in recorded[0]["error"]
-    assert recorded[1]["status"] == "interrupted"
+    interrupted = running[0]
+    assert f"interrupted at trial {interrupted}; it is queued again" in first
+    assert states(sweep_dir)[interrupted]["status"] == "interrupted"
 
-    second = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    second = subprocess.run(args, check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     output = second.stdout + second.stderr
-    assert second.returncode == 1, output[-3000:]  # the sweep holds a failed run
-    assert "configuration 0: failed, skipped" in output and "configuration 1 (2/2)" in output
-    recorded = states(sweep_dir)
-    assert recorded[1]["status"] == "done" and recorded[1]["metrics"]["val/elbo"] < 0
-    row0 = next(line for line in output.splitlines() if line.startswith("│ 0 "))
-    assert "FAILED: data.batch_size must be >= 1" in row0
+    assert second.returncode == 1, output[-3000:]  # the sweep holds a failed trial
+    trials = study_of(sweep_dir, "bs").trials
+    assert len(trials) == 3, "the two configurations and the re-run of the interrupted one, nothing else"
+    (rerun,) = [t for t in trials if t.system_attrs.get("failed_trial") == interrupted]
+    assert rerun.state.name == "COMPLETE" and rerun.params == {"data.batch_size": 16}
+    assert trials[interrupted].state.name == "FAIL" and trials[interrupted].user_attrs["error"] == "interrupted"
+    assert rerun.value == states(sweep_dir)[rerun.number]["metrics"]["val/elbo"]
+    (failed,) = [t for t in trials if t.params == {"data.batch_size": 0}]
+    assert failed.state.name == "FAIL" and "data.batch_size must be >= 1" in failed.user_attrs["error"]
+    assert states(sweep_dir)[failed.number]["status"] == "failed"
+    row = next(line for line in output.splitlines() if line.startswith("│") and f"│ {failed.number:>5} │" in line)
+    assert "FAILED: data.batch_size must be >= 1" in row
+    row = next(line for line in output.splitlines() if line.startswith("│") and f"│ {interrupted:>5} │" in line)
+    assert f"FAILED: interrupted → re-run as {rerun.number}" in row
     assert not list(tmp_path.rglob("wandb")), "WANDB_MODE=disabled writes nothing"
 
 
@@ -122,109 +357,64 @@ import json, os
 from lightning.pytorch.callbacks import Callback
 
 class RecordHparams(Callback):
-    def on_train_start(self, trainer, pl_module):
+    def on_train_end(self, trainer, pl_module):
         out = os.path.join(os.environ["RECORD_DIR"], f"rank{trainer.global_rank}.json")
         with open(out, "w") as f:
-            json.dump({"hparams": dict(pl_module.hparams), "world_size": trainer.world_size}, f)
+            json.dump({"hparams": dict(pl_module.hparams), "world_size": trainer.world_size,
+                       "global_step": trainer.global_step, "epoch": trainer.current_epoch}, f)
 '''
 
 
-def test_ddp_run_of_a_sweep_gives_every_rank_the_same_parameters_and_one_wandb_run(tmp_path):
+@pytest.mark.slow
+def test_ddp_trial_gets_its_parameters_on_every_rank_and_all_ranks_stop_when_pruned(tmp_path):
+    import optuna
+
+    from gen_lightning.sweeps.spec import load_sweep
+    from gen_lightning.sweeps.storage import open_study, storage_url
+
     (tmp_path / "recorder.py").write_text(RECORDER)
     (tmp_path / "record.yaml").write_text("trainer:\n  callbacks:\n    - class_path: recorder.RecordHparams\n")
     sweep = write_sweep(tmp_path / "ddp.yaml", """
         model.lr:
-          values: [0.0123, 0.0456]
+          value: 0.0456
         model.latent_dim:
           value: 7
-        """, [CONFIGS / "trainer" / "ddp.yaml", CONFIGS / "vae" / "mlp_digits.yaml", tmp_path / "record.yaml"])
+        """, [CONFIGS / "trainer" / "ddp.yaml", VAE, tmp_path / "record.yaml"], method="random",
+        more="early_terminate: {type: hyperband, min_iter: 1, eta: 4}\n")
+    # A finished trial far ahead at its validations: the DDP trial is behind at its first one and is pruned
+    # there (one hyperband bracket: log_4 of 2 + 1 validations is < 1; `completed_rung_0` is what Optuna's
+    # successive halving records of a trial that reached the first rung).
+    sweep_dir = tmp_path / "runs" / "sweeps" / "ddp"
+    sweep_dir.mkdir(parents=True)
+    spec = load_sweep(sweep)
+    study = open_study(spec, storage_url(None, sweep_dir), None, 0)
+    study.add_trial(optuna.trial.create_trial(params={"model.lr": 0.0456, "model.latent_dim": 7},
+                                              distributions=spec.distributions, value=0.0,
+                                              intermediate_values={1: 0.0, 2: 0.0},
+                                              system_attrs={"completed_rung_0": 0.0}))
     env = cli_env(WANDB_MODE="offline", RECORD_DIR=str(tmp_path),
                   PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
     result = subprocess.run(
-        [sys.executable, "-m", "gen_lightning", "sweep", str(sweep), "--local", "--index", "1", "--",
-         "--trainer.max_steps=4", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        sweep_cmd(sweep, "--count", "5", "--index", "3", "--", "--trainer.max_epochs=3", "--trainer.limit_train_batches=3",
+                  "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false"),
+        check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
     assert ranks[0]["hparams"] == ranks[1]["hparams"]
     assert ranks[0]["hparams"]["lr"] == 0.0456 and ranks[0]["hparams"]["latent_dim"] == 7
-    sweep_dir = tmp_path / "runs" / "sweeps" / "ddp"
-    assert sorted(states(sweep_dir)) == [1], "--index runs exactly that configuration"
-    assert len(list(tmp_path.rglob("offline-run-*/*.wandb"))) == 1, "only rank 0 logs to W&B"
-
-
-# -- mistakes in a sweep file: one line, before anything runs ------------------------------------------
-def test_unknown_parameter_is_one_line_and_nonzero_exit(tmp_path, capsys, monkeypatch):
-    from gen_lightning.cli import main
-
-    monkeypatch.chdir(tmp_path)
-    sweep = write_sweep(tmp_path / "bad.yaml", "model.lrr:\n  values: [0.1]\n", [CONFIGS / "vae" / "mlp_digits.yaml"])
-    with pytest.raises(SystemExit) as exit_info:
-        main(["sweep", str(sweep), "--local"])
-    err = capsys.readouterr().err.strip()
-    assert exit_info.value.code == 2
-    assert len(err.splitlines()) == 1, err
-    assert "configuration 0 (model.lrr=0.1) is rejected" in err and "model.lrr" in err
-    assert not (tmp_path / "runs").exists(), "nothing ran"
-
-
-@pytest.mark.parametrize("body, message", [
-    ("method: bayes\nparameters: {model.lr: {values: [1]}}\ncommand: [gen-lightning, fit, '${args}']",
-     "bayes needs the W&B server"),
-    ("method: grid\nparameters: {model.lr: {min: 0.1, max: 1.0}}\ncommand: [gen-lightning, fit, '${args}']",
-     "a grid needs `values`"),
-    ("method: random\nparameters: {model.lr: {distribution: beta}}\ncommand: [gen-lightning, fit, '${args}']",
-     "distribution 'beta' is not supported"),
-    ("method: grid\nparameters: {model.lr: {values: [1]}}\ncommand: [gen-lightning, fit]",
-     "must be a list ending in ${args}"),
-])
-def test_sweep_file_mistakes_are_named(tmp_path, body, message):
-    from gen_lightning.commands._sweep_spec import load_sweep
-    from gen_lightning.errors import UserError
-
-    (tmp_path / "s.yaml").write_text(body)
-    with pytest.raises(UserError, match=message.replace("$", r"\$").replace("{", r"\{").replace("}", r"\}")):
-        load_sweep(tmp_path / "s.yaml")
-
-
-def test_random_configurations_depend_only_on_their_index(tmp_path):
-    from gen_lightning.commands._sweep_spec import load_sweep
-    from gen_lightning.errors import UserError
-
-    (tmp_path / "r.yaml").write_text(textwrap.dedent("""
-        method: random
-        parameters:
-          model.lr: {distribution: log_uniform_values, min: 1.0e-4, max: 1.0e-2}
-          model.latent_dim: {min: 2, max: 9}
-          model.net: {values: [mlp, conv]}
-        command: [gen-lightning, fit, '${args}']
-        """))
-    spec = load_sweep(tmp_path / "r.yaml")
-    draws = [spec.configuration(i) for i in range(20)]
-    assert draws == [spec.configuration(i) for i in range(20)], "the same index, the same configuration"
-    assert spec.configuration(3, seed=1) != draws[3]
-    assert all(1e-4 <= d["model.lr"] <= 1e-2 and isinstance(d["model.latent_dim"], int) for d in draws)
-    assert {d["model.net"] for d in draws} == {"mlp", "conv"} and len({d["model.lr"] for d in draws}) == 20
-    with pytest.raises(UserError, match="give --count N"):
-        spec.size(None)
-    assert spec.size(5) == 5
-
-
-def test_command_is_expanded_as_wandb_agent_does(tmp_path, monkeypatch):
-    from gen_lightning.commands._sweep_spec import expand_command, load_sweep
-
-    monkeypatch.setenv("DATA_ROOT", "/scratch/data")
-    (tmp_path / "g.yaml").write_text(textwrap.dedent("""
-        method: grid
-        parameters:
-          model.beta: {values: [1.0, 0.5]}
-          model.lr: {values: [0.1, 0.2, 0.3]}
-        command: ['${env}', gen-lightning, fit, --data.root, '${envvar:DATA_ROOT}', '${args}']
-        """))
-    spec = load_sweep(tmp_path / "g.yaml")
-    assert spec.grid_size() == 6
-    assert [spec.configuration(i)["model.lr"] for i in range(3)] == [0.1, 0.2, 0.3]  # last varies fastest
-    assert expand_command(spec, spec.configuration(4)) == [
-        "/usr/bin/env", "gen-lightning", "fit", "--data.root", "/scratch/data", "--model.beta=0.5", "--model.lr=0.2"]
+    # Pruned at the end of epoch 0: both ranks stopped there, after 3 of the 9 steps.
+    assert ranks[0]["global_step"] == ranks[1]["global_step"] == 3
+    trial = study_of(sweep_dir, "ddp").trials[1]
+    assert trial.state.name == "PRUNED" and trial.user_attrs["pruned"]["validation"] == 1
+    assert trial.user_attrs["array_task"] == "3", "--index ran one trial and recorded the index"
+    assert len(study_of(sweep_dir, "ddp").trials) == 2
+    state = states(sweep_dir)[1]
+    assert state["status"] == "pruned" and state["pruned"]["global_step"] == 3
+    (last,) = (sweep_dir / "1").rglob("last.ckpt")
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 3, "the checkpoint is written"
+    (run,) = (sweep_dir / "1").rglob("offline-run-*")  # only rank 0 logs to W&B
+    recorded = wandb_run(run)
+    assert recorded["summary"]["sweep/state"] == "pruned" and "pruned" in recorded["tags"]
+    assert recorded["config"]["sweep"]["trial"] == 1 and recorded["name"] == "ddp-1"

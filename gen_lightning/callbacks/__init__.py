@@ -6,10 +6,11 @@ from gen_lightning.callbacks.generative_metrics import GenerativeMetrics
 from gen_lightning.callbacks.gpu_memory import GPUMemory
 from gen_lightning.callbacks.image_samples import ImageSamples
 from gen_lightning.callbacks.lr_monitor import GenLearningRateMonitor
+from gen_lightning.callbacks.optuna_pruning import OptunaPruning
 from gen_lightning.callbacks.text_samples import TextSamples
 from gen_lightning.callbacks.throughput import GenThroughput
 
 __all__ = [
-    "GPUMemory", "GenCheckpoint", "GenerativeMetrics", "GenLearningRateMonitor", "GenThroughput", "ImageSamples", "RunConfigSaver",
-    "TextSamples",
+    "GPUMemory", "GenCheckpoint", "GenerativeMetrics", "GenLearningRateMonitor", "GenThroughput", "ImageSamples", "OptunaPruning",
+    "RunConfigSaver", "TextSamples",
 ]

@@ -1,41 +1,35 @@
-"""`gen-lightning sweep FILE --local`: run a W&B sweep file here, without a W&B server.
+"""`gen-lightning sweep FILE --local`: a W&B sweep file searched by Optuna, here or on many nodes at once.
 
-    gen-lightning sweep configs/sweeps/vae_mlp_digits.yaml --local             # every configuration
-    gen-lightning sweep FILE --local --count 2                                 # the first 2
-    gen-lightning sweep FILE --local --index $SLURM_ARRAY_TASK_ID              # exactly one (job arrays)
-    gen-lightning sweep FILE --local --list                                    # show them, run nothing
-    gen-lightning sweep FILE --local --count 2 -- --trainer.max_epochs=1       # extra args for every run
+    gen-lightning sweep configs/sweeps/vae_mlp_digits.yaml --local              # the whole grid
+    gen-lightning sweep configs/sweeps/vae_bayes_hyperband.yaml --local --count 12   # bayes + hyperband
+    gen-lightning sweep FILE --local --storage journal                         # a study many nodes share
+    gen-lightning sweep FILE --local --list                                    # the study's trials, run nothing
+    gen-lightning sweep FILE --local --retry-failed                            # re-queue failed trials, go on
+    gen-lightning sweep FILE --local --count 4 -- --trainer.max_epochs=1       # extra args for every trial
 
-The same file works with a server (`wandb sweep FILE`, then `wandb agent ID`). Each configuration runs
-as its own `gen-lightning` process, with the command line `wandb agent` would build, offline for W&B
-(unless WANDB_MODE says otherwise), so a crash never takes the sweep down and DDP runs launch as usual:
-the parameters are command-line arguments, which every rank parses identically.
+The same file works with a W&B server (`wandb sweep FILE`, then `wandb agent ID`). Here the file
+becomes an Optuna study (gen_lightning/sweeps/): every invocation is a *worker* that pulls trials
+from the study until the sweep's budget (the grid, --count, run_cap) is handed out, so any number of
+workers, processes or SLURM array tasks or nodes, share one sweep, and running the command again
+resumes it. Each trial is its own `gen-lightning fit` process in `<dir>/<trial>/`.
 
-Before anything runs, every configuration is parsed by the real CLI parser: a parameter the config does
-not accept stops the sweep with one line. Everything about configuration i lives in `<dir>/<i>/`
-(default dir: runs/sweeps/<sweep name>): `state.json` (params, status, metrics or error), `output.log`,
-and the run's own folder (checkpoints, W&B offline run). A second invocation skips what is done or
-failed (`--retry-failed` reruns failures) and runs the rest: an interrupted sweep resumes, and array
-tasks writing different folders never race. At the end a table puts the runs' metric side by side.
+What this file does that Optuna does not: checking every parameter value with the real CLI parser
+before anything starts (one line, exit 2), putting each run's files in its trial folder, and the verb's
+own options. Optuna does the rest: sampling, pruning, the shared state and resume, the heartbeat.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
-import socket
-import subprocess
 import sys
-import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from gen_lightning.commands._sweep_spec import SweepSpec, expand_command, gen_lightning_args, load_sweep
 from gen_lightning.errors import UserError
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -48,19 +42,31 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         argv, extra = argv[:cut], argv[cut + 1:]
     parser = argparse.ArgumentParser(
         prog="gen-lightning sweep",
-        description="Run a W&B sweep file (grid or random) without a W&B server. Arguments after `--` are "
-        "appended to every run's command line.",
+        description="Run a W&B sweep file (grid, random, bayes; hyperband early termination) on an Optuna "
+        "study, without a W&B server. Arguments after `--` are appended to every trial's command line.",
     )
-    parser.add_argument("file", help="W&B sweep YAML (method, metric, parameters, command)")
-    parser.add_argument("--local", action="store_true", help="run here, each run offline (required: "
-                        "with a W&B server use `wandb sweep FILE` and `wandb agent`)")
-    parser.add_argument("--count", type=int, help="run at most N configurations (required for random)")
-    parser.add_argument("--index", type=int, help="run only configuration I (0-based): one SLURM array task")
-    parser.add_argument("--dir", help="folder of the sweep's state and runs (default runs/sweeps/<name>)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of a random sweep's draws (default 0)")
-    parser.add_argument("--list", action="store_true", help="print the configurations and their commands, run nothing")
-    parser.add_argument("--retry-failed", action="store_true", help="run failed configurations again")
-    return parser.parse_args(argv), extra
+    parser.add_argument("file", help="W&B sweep YAML (method, metric, parameters, early_terminate, command)")
+    parser.add_argument("--local", action="store_true", help="search here with Optuna (required: with a W&B "
+                        "server use `wandb sweep FILE` and `wandb agent`)")
+    parser.add_argument("--count", type=int, help="the sweep's number of trials, all workers together "
+                        "(random and bayes need it or run_cap; a grid is capped by it)")
+    parser.add_argument("--storage", help="the study: a database URL (sqlite:///..., postgresql://...), "
+                        "`journal` (a journal file in the sweep folder: shared filesystems, SLURM) or a journal "
+                        "file's path; default: SQLite <dir>/study.db")
+    parser.add_argument("--dir", help="folder of the sweep's trials (default runs/sweeps/<name>)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampler (per trial: see docs/sweeps.md)")
+    parser.add_argument("--heartbeat", type=int, default=30, help="seconds between a worker's heartbeats; a "
+                        "trial without one for 3 of them is failed (its worker was killed). Default 30")
+    parser.add_argument("--index", type=int, help="run one trial and stop: a job-array task (its index is "
+                        "recorded with the trial; the study picks the configuration)")
+    parser.add_argument("--list", action="store_true", help="print the study's trials, run nothing")
+    parser.add_argument("--retry-failed", action="store_true", help="queue failed trials again (same "
+                        "parameters) before going on")
+    args = parser.parse_args(argv)
+    for name in ("count", "heartbeat"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise UserError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    return args, extra
 
 
 # -- checking the configurations against the real CLI ---------------------------------------------------
@@ -92,7 +98,9 @@ def parse_run_config(args: list[str]) -> Any:
         return build_cli(args, cli_class=ParseOnlyCLI).config
 
 
-def check_configuration(spec: SweepSpec, index: int, params: dict, command: list[str]) -> Any:
+def check_configuration(spec, params: dict, command: list[str]) -> Any:
+    from gen_lightning.sweeps.spec import gen_lightning_args
+
     args = gen_lightning_args(command)
     if args is None or not args or args[0] not in SUBCOMMANDS:
         raise UserError(
@@ -103,190 +111,64 @@ def check_configuration(spec: SweepSpec, index: int, params: dict, command: list
         return parse_run_config(args)
     except UserError as err:
         shown = " ".join(f"{k}={v}" for k, v in params.items())
-        raise UserError(f"{spec.path}: configuration {index} ({shown}) is rejected: {err}") from None
+        raise UserError(f"{spec.path}: a configuration ({shown}) is rejected: {err}") from None
 
 
-def sweep_overrides(config: Any, subcommand: str, folder: Path) -> list[str]:
-    """Put a run's files in its sweep folder: Lightning's root dir and, if it has one, the logger's save_dir."""
+def check_configurations(spec, extra: list[str]) -> Any:
+    """Parse configurations giving every parameter each value (or bound); the first one's config."""
+    from gen_lightning.sweeps.spec import expand_command
+    from gen_lightning.sweeps.trial import CALLBACK
+
+    configs = [check_configuration(spec, params, expand_command(spec, params) + extra
+                                   + [f"--trainer.callbacks+={CALLBACK}"])
+               for params in spec.covering_configurations()]
+    return configs[0]
+
+
+def logger_args(config: Any, subcommand: str) -> dict:
     section = getattr(config, subcommand, config)
-    overrides = [f"--trainer.default_root_dir={folder}"]
     logger = getattr(section.trainer, "logger", None)
     init_args = getattr(logger, "init_args", None)
-    if init_args is not None and "save_dir" in vars(init_args):
-        overrides.append(f"--trainer.logger.init_args.save_dir={folder}")
+    return dict(vars(init_args)) if init_args is not None else {}
+
+
+def run_overrides(logger: dict, spec_name: str):
+    """(trial folder, number) -> arguments that put the run's files in its folder and name its W&B run."""
+
+    def overrides(folder: Path, number: int) -> list[str]:
+        args = [f"--trainer.default_root_dir={folder}"]
+        for key, value in (("save_dir", folder), ("group", spec_name), ("name", f"{spec_name}-{number}")):
+            if key in logger:
+                args.append(f"--trainer.logger.init_args.{key}={value}")
+        return args
+
     return overrides
 
 
-# -- state: one folder per configuration ----------------------------------------------------------------
-def read_state(folder: Path) -> Optional[dict]:
-    try:
-        return json.loads((folder / "state.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+def check_folder(root: Path, study_name: str, storage: str) -> None:
+    """Trial folders in `root` must be this study's: nothing of another sweep is overwritten."""
+    import json
 
-
-def write_state(folder: Path, state: dict) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"state.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(state, indent=2, default=str))
-    tmp.replace(folder / "state.json")  # atomic: a kill never leaves half a state file
-
-
-def running_elsewhere(state: dict) -> bool:
-    """A configuration another live process (e.g. a concurrent array task) is running right now."""
-    if state.get("status") != "running" or state.get("host") != socket.gethostname():
-        return False
-    try:
-        os.kill(int(state["pid"]), 0)
-    except (OSError, ValueError, KeyError):
-        return False
-    return int(state["pid"]) != os.getpid()
-
-
-def should_run(state: Optional[dict], retry_failed: bool) -> bool:
-    if state is None:
-        return True
-    if state["status"] == "done" or running_elsewhere(state):
-        return False
-    return state["status"] != "failed" or retry_failed
-
-
-# -- running one configuration ------------------------------------------------------------------------
-def local_command(command: list[str]) -> list[str]:
-    """`[/usr/bin/env] gen-lightning ...` -> this interpreter's gen_lightning, whatever PATH holds."""
-    args = gen_lightning_args(command)
-    return [sys.executable, "-m", "gen_lightning", *args]
-
-
-def error_line(output_lines: list[str], returncode: int) -> str:
-    lines = [ln.strip() for ln in output_lines if ln.strip()]
-    for line in reversed(lines):
-        if line.startswith("gen-lightning: error:"):
-            return line.removeprefix("gen-lightning: error:").strip()
-    for line in reversed(lines):
-        head = line.split(":", 1)[0]
-        if head.endswith(("Error", "Exception", "Interrupt")) and " " not in head:
-            return line
-    return f"exit code {returncode}"
-
-
-class _Terminated(Exception):
-    """SIGTERM (scancel, a kill): stop like Ctrl-C, leaving the configuration to run again on resume."""
-
-
-def _raise_terminated(signum, frame):
-    raise _Terminated()
-
-
-def run_configuration(spec: SweepSpec, index: int, params: dict, command: list[str], folder: Path) -> dict:
-    folder.mkdir(parents=True, exist_ok=True)
-    summary_file = folder / "summary.json"
-    summary_file.unlink(missing_ok=True)
-    env = dict(os.environ)
-    env.setdefault("WANDB_MODE", "offline")  # --local: no server; `wandb sync` uploads later
-    env["WANDB_NAME"] = f"{spec.name}-{index}"
-    env["WANDB_TAGS"] = f"sweep-{spec.name}"[:64]
-    env["GEN_LIGHTNING_SUMMARY_FILE"] = str(summary_file)
-    state = {"index": index, "params": params, "command": command, "status": "running",
-             "host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
-    start = time.perf_counter()
-    output: list[str] = []
-    proc: Optional[subprocess.Popen] = None
-    try:  # SIGTERM raises _Terminated from here on (installed by main)
-        write_state(folder, state)
-        proc = subprocess.Popen(local_command(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, env=env, bufsize=1)
-        with open(folder / "output.log", "w") as log:
-            for line in proc.stdout:
-                sys.stdout.write(line)
-                log.write(line)
-                output.append(line)
-                del output[:-200]  # the tail is enough to find the error
-        returncode = proc.wait()
-    except (KeyboardInterrupt, _Terminated):
-        if proc is not None:
-            proc.send_signal(signal.SIGINT)  # Lightning shuts down gracefully on SIGINT
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        write_state(folder, {**state, "status": "interrupted"})
-        raise KeyboardInterrupt from None
-    state["seconds"] = round(time.perf_counter() - start, 1)
-    if returncode == 0 and summary_file.is_file():
-        summary = json.loads(summary_file.read_text())
-        state.update(status="done", metrics=summary["metrics"], run_dir=summary["run_dir"])
-    elif returncode == 0:
-        state.update(status="failed", returncode=0, error="the run wrote no summary.json: sweeps rank `fit` runs")
-    else:
-        state.update(status="failed", returncode=returncode, error=error_line(output, returncode))
-    write_state(folder, state)
-    return state
-
-
-# -- the summary --------------------------------------------------------------------------------------
-def best_index(spec: SweepSpec, states: list[dict]) -> Optional[int]:
-    scored = [s for s in states if s.get("status") == "done" and spec.metric in s.get("metrics", {})]
-    if not scored:
-        return None
-    pick = max if spec.goal == "maximize" else min
-    return pick(scored, key=lambda s: s["metrics"][spec.metric])["index"]
-
-
-def format_value(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def print_summary(spec: SweepSpec, states: list[dict]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    best = best_index(spec, states)
-    arrow = "↑" if spec.goal == "maximize" else "↓"
-    table = Table(title=f"sweep {spec.name} ({spec.method}): {len(states)} configurations")
-    table.add_column("#", justify="right")
-    for name in spec.parameters:
-        table.add_column(name, justify="right")
-    metric_column = f"{spec.metric} {arrow}" if spec.metric else "metric"
-    table.add_column(metric_column, justify="right")
-    table.add_column("status")
-    table.add_column("time", justify="right")
-    for state in states:
-        status = state.get("status", "pending")
-        metric = state.get("metrics", {}).get(spec.metric) if spec.metric else None
-        mark = " ★" if state["index"] == best else ""
-        shown_status = f"[red]FAILED: {state.get('error', '')}[/red]" if status == "failed" else status
-        table.add_row(
-            str(state["index"]),
-            *[format_value(state["params"].get(name)) for name in spec.parameters],
-            (format_value(metric) if metric is not None else "-") + mark,
-            shown_status,
-            f"{state['seconds']:.0f}s" if "seconds" in state else "-",
-        )
-    # A file or pipe gets the full width: the table is the result, it must not be cut.
-    Console(width=None if sys.stdout.isatty() else 200, soft_wrap=False).print(table)
+    for state_file in sorted(root.glob("*/state.json")):
+        try:
+            state = json.loads(state_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if (state.get("study"), state.get("storage")) != (study_name, storage):
+            owner = f"study {state.get('study')} in {state.get('storage')}" if "study" in state else "an older sweep"
+            raise UserError(f"{root} holds trials of {owner}, not of study {study_name} in {storage}; start this "
+                            "sweep in another folder with --dir NEW_DIR (or delete the old one)")
 
 
 # -- the verb -----------------------------------------------------------------------------------------
-def plan(spec: SweepSpec, args: argparse.Namespace, extra: list[str]) -> list[tuple]:
-    """(index, params, command, folder, state) of each configuration to consider, all checked first."""
-    indices = [args.index] if args.index is not None else list(range(spec.size(args.count)))
-    root = Path(args.dir or Path("runs") / "sweeps" / spec.name)
-    plans = []
-    for index in indices:
-        params = spec.configuration(index, args.seed)
-        command = expand_command(spec, params) + extra
-        config = check_configuration(spec, index, params, command)
-        folder = root / str(index)
-        state = read_state(folder)
-        if state is not None and state.get("params") != json.loads(json.dumps(params, default=str)):
-            raise UserError(
-                f"{folder} holds configuration {index} as {state.get('params')}, the sweep file now gives "
-                f"{params}; start a new sweep with --dir NEW_DIR (or delete {root})"
-            )
-        subcommand = gen_lightning_args(command)[0]
-        plans.append((index, params, command + sweep_overrides(config, subcommand, folder), folder, state))
-    return plans
+def list_trials(spec, study, budget: int) -> None:
+    from gen_lightning.sweeps.report import rows
+
+    table = sorted(rows(spec, study), key=lambda r: r["trial"])
+    for row in table:
+        params = {name: row[name] for name in spec.parameters}
+        print(f"{row['trial']}\t{row['state']}\t{row[spec.metric] if row[spec.metric] is not None else '-'}\t{params}")
+    print(f"{len(table)} trials of {budget}")
 
 
 def main(argv: list[str]) -> int:
@@ -296,27 +178,86 @@ def main(argv: list[str]) -> int:
             "sweep runs without a W&B server only with --local; with a server run `wandb sweep "
             f"{args.file}` and then `wandb agent <sweep id>`"
         )
+    from gen_lightning.sweeps.spec import gen_lightning_args, load_sweep
+    from gen_lightning.sweeps.storage import is_in, storage_url
+
     spec = load_sweep(args.file)
-    plans = plan(spec, args, extra)
-    if args.list:
-        for index, params, command, _, state in plans:
-            print(f"{index}\t{state['status'] if state else 'pending'}\t{json.dumps(params)}\t{' '.join(command)}")
-        print(f"{len(plans)} configurations")
+    budget = spec.budget(args.count)
+    config = check_configurations(spec, extra)  # every mistake in the file is found before anything starts
+    root = Path(args.dir or Path("runs") / "sweeps" / spec.name)
+    url = storage_url(args.storage, root)
+    if args.list and is_in(url, root) and not Path(url.removeprefix("sqlite:///")).exists():
+        print(f"0 trials of {budget} (no study yet in {root})")
         return 0
-    signal.signal(signal.SIGTERM, _raise_terminated)  # scancel / kill: stop like Ctrl-C, resumable
-    states = []
-    for position, (index, params, command, folder, state) in enumerate(plans, 1):
-        if should_run(state, args.retry_failed):
-            print(f"[sweep {spec.name}] configuration {index} ({position}/{len(plans)}): "
-                  + " ".join(f"{k}={v}" for k, v in params.items()), flush=True)
-            try:
-                state = run_configuration(spec, index, params, command, folder)
-            except KeyboardInterrupt:
-                print(f"[sweep {spec.name}] interrupted at configuration {index}; the same command resumes "
-                      "with the configurations not yet done", file=sys.stderr)
-                return 130
-        else:
-            print(f"[sweep {spec.name}] configuration {index}: {state['status']}, skipped", flush=True)
-        states.append(state)
-    print_summary(spec, states)
-    return 1 if any(s.get("status") == "failed" for s in states) else 0
+    check_folder(root, spec.name, url)
+
+    import optuna
+
+    from gen_lightning.sweeps.queue import (
+        StopWhenDone,
+        open_failures,
+        requeue,
+        work_left,
+    )
+    from gen_lightning.sweeps.report import log_summary_run, print_summary
+    from gen_lightning.sweeps.storage import fail_stale_trials, open_study
+    from gen_lightning.sweeps.trial import (
+        Surplus,
+        TrialFailed,
+        TrialRunner,
+        raise_terminated,
+    )
+
+    if is_in(url, root):
+        root.mkdir(parents=True, exist_ok=True)
+    study = open_study(spec, url, args.heartbeat, args.seed)
+    fail_stale_trials(study)  # trials of killed workers are failed before anything counts or re-queues them
+    if args.list:
+        list_trials(spec, study, budget)
+        return 0
+    if args.retry_failed:
+        for trial in open_failures(study.get_trials(deepcopy=False)):
+            requeue(study, trial)
+            print(f"[sweep {spec.name}] trial {trial.number} queued again", flush=True)
+    logger = logger_args(config, (gen_lightning_args(spec.command) or ["fit"])[0])
+    array_task = args.index if args.index is not None else os.environ.get("SLURM_ARRAY_TASK_ID")
+    runner = TrialRunner(spec, root, url, args.seed, budget, extra, run_overrides(logger, spec.name), array_task)
+    _quiet_expected_failures()
+    signal.signal(signal.SIGTERM, raise_terminated)  # scancel / kill: stop like Ctrl-C, the trial runs again
+    try:
+        if work_left(study, budget):
+            study.optimize(runner, n_trials=1 if args.index is not None else None,
+                           callbacks=[StopWhenDone(budget)], catch=(TrialFailed, Surplus))
+    except KeyboardInterrupt:  # Ctrl-C; SIGTERM raises Terminated, a KeyboardInterrupt
+        interrupted = next((t for t in study.get_trials(deepcopy=False) if t.number == runner.current), None)
+        again = ""
+        if interrupted is not None and interrupted.state == optuna.trial.TrialState.FAIL:
+            requeue(study, interrupted)
+            again = f" at trial {interrupted.number}; it is queued again"
+        print(f"[sweep {spec.name}] interrupted{again}: the same command resumes the sweep", file=sys.stderr)
+        return 130
+    fail_stale_trials(study)  # the table says how things are, also if no other worker asks again
+    print_summary(spec, study, budget)
+    if not work_left(study, budget) and not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        log_summary_run(spec, study, url, root, str(logger.get("project") or "gen-lightning"), logger.get("entity"))
+    return 1 if open_failures(study.get_trials(deepcopy=False)) else 0
+
+
+class _OneLineFailures(logging.Filter):
+    """Optuna logs a failed trial with the traceback of the objective's exception; ours carry the run's
+    error line already (the traceback would point into the sweep runner, not the failed run)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from gen_lightning.sweeps.trial import Surplus, TrialFailed
+
+        if record.exc_info and isinstance(record.exc_info[1], (TrialFailed, Surplus)):
+            record.exc_info = None
+        return True
+
+
+def _quiet_expected_failures() -> None:
+    import optuna
+
+    optuna.logging.get_logger("optuna")  # creates Optuna's stderr handler, where every optuna.* record passes
+    for handler in logging.getLogger("optuna").handlers:
+        handler.addFilter(_OneLineFailures())
