@@ -232,3 +232,14 @@ def test_image_samples_shows_vae_reconstructions_under_their_inputs(tmp_path):
 
     recon = Image.open(tmp_path / "samples" / "reconstructions_step0000003.png")
     assert recon.size == (4 * 18 + 2, 4 * 18 + 2)  # 2 rows of inputs + 2 rows of reconstructions
+
+
+def test_gan_refuses_fsdp_in_one_line_before_wrapping():
+    # FSDP runs only on GPUs; the refusal is the module's own, so it is checked without one.
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    model = GANModule(net="mlp", image_size=16, width=4)
+    strategy = FSDPStrategy.__new__(FSDPStrategy)  # no process group or device needed for the check
+    model._trainer = SimpleNamespace(strategy=strategy, datamodule=None)
+    with pytest.raises(UserError, match="FSDPStrategy wraps one module and the GAN trains two networks"):
+        model.setup("fit")

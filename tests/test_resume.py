@@ -4,7 +4,7 @@ The halves are chosen so the resumed part crosses an epoch boundary with a valid
 data-loader position, the epoch's shuffle, the optimizer state(s), the loop counters that drive
 KL warm-up / LR schedules / n_critic, the EMA weights and the RNG state must all come back.
 Single-process runs call the real CLI entry point in this process (same code as the console script,
-no interpreter start-up per run); the 2-process DDP run is a subprocess, as every DDP run must be.
+no interpreter start-up per run). Every family under 2-process DDP and DeepSpeed: tests/test_conformance.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from gen_lightning.cli import main
-from tests.conftest import CONFIGS, cli_env, run_cli
+from tests.conftest import CONFIGS
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
          "--trainer.logger", "false", "--trainer.limit_val_batches", "2"]
@@ -78,26 +78,3 @@ def test_resume_gives_the_same_parameters(tmp_path, monkeypatch, family, half, t
     moved = max((resumed["state_dict"][k].double() - first_half["state_dict"][k].double()).abs().max().item()
                 for k in resumed["state_dict"])
     assert moved > 1e-4
-
-
-# 2 ranks: 12 batches per epoch. VAE: 8 + 8 steps cross the boundary; GAN (3 optimizer steps per batch):
-# 7 + 7 batches cross it, with each network under its own DDP wrapper; GPT halves cross a validation.
-@pytest.mark.slow
-@pytest.mark.parametrize(("family", "half", "total"), [("vae", 8, 16), ("gan", 20, 40), ("gpt", 6, 12)])
-def test_resume_is_exact_under_two_process_ddp(tmp_path, family, half, total):
-    env = cli_env()
-    ddp = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
-    args = {"vae": VAE, "gan": GAN, "gpt": GPT}[family]
-    if family == "gpt":
-        args = [*args, "--trainer.val_check_interval", "4"]
-
-    def fit(root, steps, *extra):
-        result = run_cli(["fit", *args, *QUIET, *ddp, "--trainer.default_root_dir", root,
-                          "--trainer.max_steps", steps, *extra], tmp_path, env=env)
-        assert result.returncode == 0, result.stderr[-3000:]
-
-    fit("straight", total)
-    fit("resumed", half)
-    fit("resumed", total, "--ckpt_path", "last")
-    diff, _, _ = _max_difference(tmp_path / "straight/checkpoints/last.ckpt", tmp_path / "resumed/checkpoints/last.ckpt")
-    assert diff <= 1e-6, f"2-process DDP: parameters differ by {diff} after resume"

@@ -47,6 +47,7 @@ class GenCheckpoint(ModelCheckpoint):
     ) -> None:
         self._user_monitor = monitor is not None
         self._last_refreshed_step = -1  # step of the last `last.ckpt` written outside Lightning's own saves
+        self._due_at_epoch_end = (False, False)  # saves of an epoch's last batch, made at the epoch's end
         super().__init__(
             dirpath=dirpath, monitor=monitor, mode=mode, save_top_k=save_top_k, save_last=save_last,
             every_n_train_steps=every_n_train_steps, every_n_epochs=every_n_epochs, filename=filename,
@@ -67,17 +68,29 @@ class GenCheckpoint(ModelCheckpoint):
         super().setup(trainer, pl_module, stage)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch and not trainer.sanity_checking:
+            # A checkpoint of an epoch's last batch, taken here, resumes one epoch ahead (Lightning 2.6 restarts
+            # it as if the epoch had been closed and counted; measured: the next epoch's windows/shuffle came from
+            # epoch + 1, and a max_epochs run ended an epoch early). Taken at the epoch's end instead -- the same
+            # weights and step, with the loops in the state Lightning's own epoch-end checkpoints resume from.
+            self._due_at_epoch_end = self._saves_due(trainer)
+            return
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         # The step that reaches max_steps is saved here, where Lightning's own step checkpoints are
         # taken: by on_train_end the loops have closed the epoch, and a run resumed from that state
         # counts the epoch twice (measured: its next epoch gets another shuffle than an uninterrupted run).
         # Lightning 2.6 defers step checkpoints until the monitored (validation) metric exists, so
         # `every_n_train_steps` alone never refreshed last.ckpt between validations: do it here.
+        if self._saves_due(trainer)[1]:
+            self._refresh_last(trainer)
+
+    def _saves_due(self, trainer: L.Trainer) -> tuple[bool, bool]:
+        """(a top-k step checkpoint, last.ckpt) due at the end of this batch."""
         n = self._every_n_train_steps
-        periodic = n >= 1 and trainer.global_step % n == 0
-        if self.save_last and (periodic or 0 < trainer.max_steps <= trainer.global_step) and not trainer.sanity_checking:
-            if trainer.global_step not in (self._last_global_step_saved, self._last_refreshed_step):
-                self._refresh_last(trainer)
+        periodic = n >= 1 and trainer.global_step % n == 0 and not self._should_skip_saving_checkpoint(trainer)
+        last = (self.save_last and (periodic or 0 < trainer.max_steps <= trainer.global_step)
+                and trainer.global_step not in (self._last_global_step_saved, self._last_refreshed_step))
+        return periodic, bool(last)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # max_steps reached mid-epoch: Lightning still "ends" the epoch, and a checkpoint taken now records it
@@ -88,6 +101,12 @@ class GenCheckpoint(ModelCheckpoint):
         if 0 < trainer.max_steps <= trainer.global_step and stopped_mid_epoch:
             return
         super().on_train_epoch_end(trainer, pl_module)
+        topk, last = self._due_at_epoch_end
+        self._due_at_epoch_end = (False, False)
+        if topk:
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+        if last and trainer.global_step not in (self._last_global_step_saved, self._last_refreshed_step):
+            self._refresh_last(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)

@@ -231,7 +231,10 @@ class GenerativeMetrics(Callback):
         # A seeded random subset when the dataset is larger than the cap: no class is left out.
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(self.seed))[:n]
         local = GenerativeScores(extractor, ("fid", "kid"), seed=self.seed).to(device)
-        for images, *_ in DataLoader(Subset(dataset, order.tolist()), batch_size=self.batch_size):
+        # Its own generator: a DataLoader iterator otherwise draws its base seed from the global RNG, and the run
+        # that computes the statistics (the first) would train on other noise than a run that finds them cached.
+        loader = DataLoader(Subset(dataset, order.tolist()), batch_size=self.batch_size, generator=torch.Generator())
+        for images, *_ in loader:
             local.update(images, real=True)
         return local.real_statistics()
 

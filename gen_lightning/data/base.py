@@ -15,47 +15,83 @@ from typing import Iterator, Optional
 import lightning as L
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from torchdata.stateful_dataloader import StatefulDataLoader
-from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
 from gen_lightning.errors import UserError
 
 
-class EpochShuffleSampler(StatefulDistributedSampler):
-    """Training order: a shuffle that is a function of (seed, epoch) alone, sharded across ranks.
+class TrainingSampler(DistributedSampler):
+    """A training order that counts its own epochs and saves (epoch, position) with the loader's state.
 
-    A chained generator makes epoch k's order depend on every draw before it; measured: a run resumed
-    in epoch 0 then saw another epoch-1 order than the uninterrupted run. It is a DistributedSampler
-    (its arithmetic: same permutation on every rank, padded to a multiple of the world size, rank r
-    takes every W-th index), so Lightning leaves it in place and calls set_epoch; on one process it is
-    the plain permutation of (seed + epoch). The seed is the DataModule's, on every world size.
-
-    Stateful (torchdata's StatefulDistributedSampler): the loader's checkpoint holds the position, applied
-    when the next epoch's iteration starts, i.e. after Lightning's set_epoch. A plain sampler is fast-forwarded
-    by the loader at load time, before set_epoch: measured, a run resumed in epoch 1 re-read epoch 0's order
-    for the rest of that epoch (every resume in an epoch > 0 was off, 4.6e-3 on the VAE).
+    It is a DistributedSampler (its arithmetic: the same order on every rank, padded to a multiple of the
+    world size, rank r takes every W-th index), so Lightning leaves it in place. Why its own epochs: the
+    epoch decides the order, and Lightning's is unreliable across a resume -- a loader fast-forwarded at load
+    time, before Lightning's set_epoch, re-read epoch 0's order (every mid-epoch resume in an epoch > 0 was
+    off: 4.6e-3 on the VAE), and a run resumed from an epoch's end with max_steps got set_epoch(e + 1) for
+    its epoch e (the GPT read the next epoch's windows). So:
+      - `set_epoch` (Lightning's) sets the epoch of the first iteration only, as in a run from scratch;
+      - every further iteration is the next epoch;
+      - the loader's checkpoint holds (epoch, samples yielded) -- torchdata's StatefulDataLoader saves the
+        sampler's state_dict -- and the first iteration after a restore continues that epoch where it
+        stopped, or starts the next one if it had ended.
+    The body of `__iter__` runs at the first batch, so whatever order Lightning calls set_epoch, iter and
+    load_state_dict in, the restored state wins. Subclasses give the order of one epoch (`epoch_order`).
     """
 
-    def __init__(self, data_source: Dataset, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
-        super().__init__(data_source, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+    def __init__(self, data_source: Dataset, seed: int, num_replicas: int = 1, rank: int = 0, shuffle: bool = True) -> None:
+        super().__init__(data_source, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        self.yielded = 0
+        self._iterated = False
+        self._restored: Optional[tuple[int, int]] = None
 
+    def set_epoch(self, epoch: int) -> None:
+        if not self._iterated and self._restored is None:
+            self.epoch = epoch
 
-class EpochIndexSampler(StatefulDistributedSampler):
-    """Training order for datasets that are drawn afresh each epoch (random text windows): the indices
-    `epoch * len + i`, i over this rank's shard of range(len), padded like DistributedSampler's.
-
-    The dataset decodes (epoch, i) from the index itself (`divmod(index, len)`), so the epoch reaches it
-    through the sampler even in persistent DataLoader workers, and a resumed run (torchdata's
-    StatefulDataLoader restores the position, Lightning the epoch) reads the very same items."""
-
-    def __init__(self, data_source: Dataset, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
-        super().__init__(data_source, num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)
+    def epoch_order(self, epoch: int) -> list[int]:
+        """This rank's indices for `epoch`: DistributedSampler's, for the epoch given."""
+        self.epoch = epoch
+        return list(super().__iter__())
 
     def __iter__(self) -> Iterator[int]:
-        # A generator: the epoch is read when iteration starts (after set_epoch), as the parent does.
-        for i in super().__iter__():
-            yield self.epoch * len(self.dataset) + i
+        if self._restored is not None:
+            epoch, start = self._restored
+            self._restored = None
+            if start >= self.num_samples:  # saved at the end of its epoch
+                epoch, start = epoch + 1, 0
+        else:
+            epoch, start = (self.epoch + 1 if self._iterated else self.epoch), 0
+        self._iterated = True
+        order = self.epoch_order(epoch)
+        self.yielded = start
+        for index in order[start:]:
+            self.yielded += 1
+            yield index
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "yielded": self.yielded}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._restored = (int(state["epoch"]), int(state["yielded"]))
+
+
+class EpochShuffleSampler(TrainingSampler):
+    """A shuffle that is a function of (seed, epoch) alone: on one process the plain permutation of
+    (seed + epoch). A chained generator made epoch k's order depend on every draw before it (a run resumed
+    in epoch 0 then saw another epoch-1 order). The seed is the DataModule's, on every world size."""
+
+
+class EpochIndexSampler(TrainingSampler):
+    """For datasets drawn afresh each epoch (random text windows): the indices `epoch * len + i`, i over this
+    rank's shard of range(len) in order. The dataset decodes (epoch, i) from the index itself
+    (`divmod(index, len)`), so the epoch reaches it through the sampler, in persistent workers too."""
+
+    def __init__(self, data_source: Dataset, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(data_source, seed, num_replicas=num_replicas, rank=rank, shuffle=False)
+
+    def epoch_order(self, epoch: int) -> list[int]:
+        return [epoch * len(self.dataset) + i for i in super().epoch_order(epoch)]
 
 
 class ShardSampler(UnrepeatedDistributedSampler):

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gen_lightning.metrics.means import WeightedMeans
 from gen_lightning.models.image_family import check_image_shape
 
 # Epochs of the reference recipe; configs/evaluator/digits_classifier.yaml uses the same number.
@@ -77,6 +78,7 @@ class ClassifierModule(L.LightningModule):
         self.save_hyperparameters()
         self.image_shape = (channels, image_size, image_size)
         self.net = SmallCNN(channels, num_classes, feature_dim)
+        self.val_means = WeightedMeans("val/loss", "val/acc")  # exact under DDP (metrics/means.py)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -101,8 +103,8 @@ class ClassifierModule(L.LightningModule):
         x, y = batch[0], batch[1]  # (images, labels, index)
         logits = self(x)
         n = x.shape[0]
-        self.log("val/loss", F.cross_entropy(logits, y), sync_dist=True, batch_size=n)
-        self.log("val/acc", (logits.argmax(1) == y).float().mean(), prog_bar=True, sync_dist=True, batch_size=n)
+        self.val_means.log(self, {"val/loss": F.cross_entropy(logits, y), "val/acc": (logits.argmax(1) == y).float().mean()},
+                           n, prog_bar=("val/acc",))
 
     def setup(self, stage: str) -> None:
         check_image_shape(self, self.image_shape)

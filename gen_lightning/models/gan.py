@@ -39,6 +39,7 @@ from gen_lightning.models.gan_losses import (
     gradient_penalty,
     r1_penalty,
 )
+from gen_lightning.metrics.means import WeightedMeans
 from gen_lightning.models.flops import count, meta_like, meta_twin
 from gen_lightning.models.image_family import check_image_shape, check_num_classes, default_labels, per_sample_noise
 from gen_lightning.models.nets.gan_nets import build_gan_nets
@@ -109,6 +110,7 @@ class GANModule(L.LightningModule):
         except ValueError as err:
             raise UserError(f"{err}; set --model.image_size and data.image_size to a supported size") from None
         self.generator_ema = ema_copy(self.generator, ema_decay) if ema_decay > 0 else None
+        self.val_means = WeightedMeans("val/d_loss", "val/d_real", "val/d_fake")  # exact under DDP (metrics/means.py)
 
     # -- sampling ---------------------------------------------------------------------------------
     @property
@@ -240,11 +242,9 @@ class GANModule(L.LightningModule):
         fake = self.generate(z, labels)
         labels = labels if self.conditional else None
         real_scores, fake_scores = self.discriminator(real, labels), self.discriminator(fake, labels)
-        n = real.shape[0]
-        self.log("val/d_loss", discriminator_loss(self.hparams.loss, real_scores, fake_scores),
-                 prog_bar=True, sync_dist=True, batch_size=n)
-        self.log("val/d_real", real_scores.mean(), sync_dist=True, batch_size=n)
-        self.log("val/d_fake", fake_scores.mean(), sync_dist=True, batch_size=n)
+        self.val_means.log(self, {"val/d_loss": discriminator_loss(self.hparams.loss, real_scores, fake_scores),
+                                  "val/d_real": real_scores.mean(), "val/d_fake": fake_scores.mean()},
+                           real.shape[0], prog_bar=("val/d_loss",))
 
     # -- Lightning plumbing -----------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -261,10 +261,17 @@ class GANModule(L.LightningModule):
 
 def use_deepspeed_clipping(module: GANModule) -> None:
     """Under DeepSpeed the engines clip (Lightning's clip_gradients is a no-op there): hand them `grad_clip`.
-    Runs in `setup`, before the strategy builds its engines from its config."""
-    from lightning.pytorch.strategies import DeepSpeedStrategy
+    Runs in `setup`, before the strategy builds its engines from its config. Strategies that cannot drive two
+    networks trained in turn are refused here, in one line, before anything is wrapped."""
+    from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
 
     strategy = getattr(module.trainer, "strategy", None)
+    if isinstance(strategy, (FSDPStrategy, ModelParallelStrategy)):
+        raise UserError(
+            f"{type(strategy).__name__} wraps one module and the GAN trains two networks in turn, each with its own "
+            f"optimizer; use DDP (configs/trainer/ddp.yaml) or DeepSpeed (configs/trainer/deepspeed_stage3.yaml shards "
+            f"like FSDP), which give each network its own unit"
+        )
     if not isinstance(strategy, DeepSpeedStrategy):
         return
     if not isinstance(strategy, PerNetworkEngines):  # Lightning's own strategy: one engine, one optimizer

@@ -23,6 +23,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from gen_lightning.metrics.means import WeightedMeans
 from gen_lightning.models.flops import count, meta_like, meta_twin
 from gen_lightning.models.image_family import check_image_shape, check_num_classes, default_labels, per_sample_noise
 from gen_lightning.models.nets.vae_nets import build_vae_nets
@@ -65,6 +66,7 @@ class VAEModule(L.LightningModule):
         self.save_hyperparameters()
         self.image_shape = (channels, image_size, image_size)
         self.encoder, self.decoder = build_vae_nets(net, self.image_shape, hidden_dim, latent_dim, num_classes)
+        self.val_means = WeightedMeans("val/elbo", "val/recon", "val/kl")  # exact under DDP (metrics/means.py)
 
     @property
     def num_classes(self) -> int:
@@ -152,10 +154,9 @@ class VAEModule(L.LightningModule):
         index = batch[-1]  # validation batches are (images, labels, index)
         # Each image's own fixed noise: the same val/elbo on any number of ranks, and at every evaluation.
         recon, kl = self.losses(x, labels, per_sample_noise(index, (self.hparams.latent_dim,)).to(x.dtype))
-        # Epoch means weighted by batch size and reduced across ranks by Lightning.
-        self.log("val/elbo", -(recon + kl), prog_bar=True, sync_dist=True, batch_size=x.shape[0])
-        self.log("val/recon", recon, sync_dist=True, batch_size=x.shape[0])
-        self.log("val/kl", kl, sync_dist=True, batch_size=x.shape[0])
+        # Means over the whole validation set, every image once, whatever the number of ranks.
+        self.val_means.log(self, {"val/elbo": -(recon + kl), "val/recon": recon, "val/kl": kl}, x.shape[0],
+                           prog_bar=("val/elbo",))
 
     def flops_per_batch(self, batch) -> int:
         """FLOPs of one training step on `batch` (forward + backward of the ELBO), counted on the meta device."""

@@ -98,6 +98,12 @@ class DeepSpeedCPUStrategy(PerNetworkEngines, DeepSpeedStrategy):
             self._loading_gathered = False
             self.model_to_device()
             self._restore_zero_state(checkpoint, strict=strict)  # Lightning's: gathers each shard, loads on rank 0
+            # ...and only ZeRO's own shards reach the other ranks from there: what no engine partitions (a GAN's
+            # EMA generator, buffers) every rank loads itself (each holds the gathered checkpoint).
+            module = self.lightning_module
+            partitioned = {name for name, p in module.named_parameters() if hasattr(p, "ds_id")}
+            rest = {k: v for k, v in checkpoint["state_dict"].items() if k not in partitioned}
+            module.load_state_dict(rest, strict=False)
             return
         super().load_model_state_dict(checkpoint, strict)
 

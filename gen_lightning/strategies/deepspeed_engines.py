@@ -90,7 +90,11 @@ class PerNetworkEngines:
         import deepspeed
 
         if optimizer is None:
-            config = {"train_micro_batch_size_per_gpu": 1, "zero_optimization": self.config["zero_optimization"]}
+            # As Lightning's own inference engine: ZeRO settings only for stage 3, whose weights stay sharded;
+            # stages 1-2 shard only optimizer state and refuse to start without an optimizer.
+            config = {"train_micro_batch_size_per_gpu": 1}
+            if self.zero_stage_3:
+                config["zero_optimization"] = self.config["zero_optimization"]
             config.update({k: self.config[k] for k in ("fp16", "bf16", "zero_allow_untested_optimizer") if k in self.config})
         else:
             config = self.config

@@ -6,7 +6,7 @@ Runs, all through the real CLI entry (build_cli) with the shipped configs:
   straight  N steps, W&B offline (the dashboard contract is read from this run's files)
   half      N // 2 steps, then `resumed`: --ckpt_path last to N steps (must equal `straight`)
   validate  the straight run's last checkpoint under this strategy (compared with 1 process by the test)
-  nan       N steps with every loss of one batch NaN and --divergence.skip_bad_steps 1 (parameters unchanged)
+  nan       N steps with every loss of one batch NaN and --divergence.skip_bad_steps 3 (parameters unchanged)
   stop      the same without skipping: the run must stop with the one-line error, last.ckpt before the bad step
 Each run's outcome goes to OUT/rank<r>.json; the test reads it and the files the runs wrote.
 """
@@ -42,7 +42,7 @@ def main(family_name: str, strategy_name: str, out: Path) -> int:
                      "--trainer.callbacks+=tests.matrix.probes.MetricsDump", "--trainer.callbacks.path",
                      out / "validate.json"],
         "nan": ["fit", *base, *no_logger, "--trainer.max_steps", n, "--trainer.default_root_dir", out / "nan",
-                "--divergence.skip_bad_steps", "1", "--trainer.callbacks+=tests.matrix.probes.BadBatchProbe",
+                "--divergence.skip_bad_steps", "3", "--trainer.callbacks+=tests.matrix.probes.BadBatchProbe",
                 "--trainer.callbacks.path", out / "nan.json"],
         "stop": ["fit", *base, *no_logger, "--trainer.max_steps", n, "--trainer.default_root_dir", out / "stop",
                  "--checkpoint.every_n_train_steps", "1"],

@@ -24,11 +24,12 @@ def poisoned(loss: torch.Tensor, module: L.LightningModule) -> torch.Tensor:
 
 
 def install_poison() -> None:
-    """Every loss of the poisoned batch becomes NaN: automatic optimization through training_step, the GAN's
-    manual optimization through each of its optimizer steps."""
-    from gen_lightning.models import GANModule, GPTModule, VAEModule
+    """Every loss of the poisoned batch becomes NaN: automatic optimization through training_step (the VAE,
+    and the language models' shared base), the GAN's manual optimization through each of its optimizer steps."""
+    from gen_lightning.models import GANModule, VAEModule
+    from gen_lightning.models.language_model import LanguageModel
 
-    for cls in (VAEModule, GPTModule):
+    for cls in (VAEModule, LanguageModel):
         step = cls.training_step
 
         def training_step(self, batch, batch_idx, _step=step):

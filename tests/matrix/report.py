@@ -31,8 +31,8 @@ def write_if_complete(seconds: float) -> bool:
     cells = [(f, s) for s in STRATEGIES for f in FAMILIES]
     if any(cell not in _results for cell in cells):
         return False
-    import torch
     import lightning
+    import torch
 
     lines = [
         "# Conformance matrix",
@@ -46,8 +46,8 @@ def write_if_complete(seconds: float) -> bool:
         "`load_from_checkpoint` and `gen-lightning sample` works; the W&B run holds the family's keys on one",
         "step axis with media that are not blank. An unsupported cell refuses in one line (also tested).",
         "",
-        f"Last run: {datetime.date.today().isoformat()}, {platform.machine()} CPU processes (gloo), torch "
-        f"{torch.__version__}, lightning {lightning.__version__}; {seconds / 60:.1f} minutes for the matrix.",
+        (f"Last run: {datetime.date.today().isoformat()}, {platform.machine()} CPU processes (gloo), torch "
+         f"{torch.__version__}, lightning {lightning.__version__}; {seconds / 60:.1f} minutes for the session."),
         "",
         "| family | " + " | ".join(STRATEGIES[s].label for s in STRATEGIES) + " |",
         "| --- | " + " | ".join("---" for _ in STRATEGIES) + " |",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from tests.conftest import CONFIGS, REPO
 
@@ -36,7 +35,7 @@ class Family:
 class Strategy:
     name: str  # the id in test names and on the command line of the driver
     label: str  # the column of the table in docs/conformance.md
-    trainer: Optional[str]  # configs/trainer/<file>; None = the experiment's own (one process)
+    trainer: str | None  # configs/trainer/<file>; None = the experiment's own (one process)
     devices: int
     extra: tuple = ()
     deepspeed: bool = False
@@ -86,6 +85,19 @@ FAMILIES = {
                         "lr-AdamW/pg1"),
             media_key="samples/text", loss_drop=0.9, sample_args=("--prompt", "def ", "--max-new-tokens", "8"),
         ),
+        Family(
+            "lstm",
+            ("--config", str(CONFIGS / "lstm" / "stdlib.yaml"), "--data.corpus", "stdlib:json/*.py",
+             "--data.block_size", "32", "--model.n_embd", "32", "--model.n_hidden", "48", "--data.batch_size", "8",
+             "--data.train_samples", "24", "--data.val_windows", "31", "--model.warmup_steps", "2",
+             "--model.decay_steps", "10", "--model.dropout", "0.1", "--trainer.val_check_interval", "3",
+             "--trainer.callbacks.every_n_steps", "4", "--trainer.callbacks.max_new_tokens", "16"),
+            "gen_lightning.models.LSTMModule", steps=10, loss_key="train/loss",
+            metrics=("val/loss", "val/perplexity"),
+            wandb_keys=("val/loss", "val/perplexity", "throughput/tokens_per_sec", "throughput/flops_per_sec",
+                        "lr-AdamW/pg1"),
+            media_key="samples/text", loss_drop=0.9, sample_args=("--prompt", "def ", "--max-new-tokens", "8"),
+        ),
     )
 }
 
@@ -101,7 +113,7 @@ STRATEGIES = {
         Strategy("zero3", "DeepSpeed ZeRO-3, 2 processes", "deepspeed_stage3.yaml", 2, ("--trainer.accelerator", "cpu", "--trainer.devices", "2"),
                  deepspeed=True),
         Strategy("fsdp", "FSDP, 2 processes", "fsdp.yaml", 2, (), unsupported={
-            "vae": FSDP_ON_CPU, "gpt": FSDP_ON_CPU,
+            "vae": FSDP_ON_CPU, "gpt": FSDP_ON_CPU, "lstm": FSDP_ON_CPU,
             "gan": "refused: FSDP wraps one module and the GAN trains two networks in turn (use DDP or DeepSpeed, "
                    "which give each network its own unit); one line on any device",
         }),
@@ -116,4 +128,4 @@ def cell_args(family: Family, strategy: Strategy) -> list[str]:
     return [*trainer, *family.args, *COMMON, *strategy.extra]
 
 
-__all__ = ["FAMILIES", "STRATEGIES", "Family", "Strategy", "cell_args", "REPO"]
+__all__ = ["FAMILIES", "REPO", "STRATEGIES", "Family", "Strategy", "cell_args"]
