@@ -51,6 +51,17 @@ class GenLightningCLI(LightningCLI):
         parser.add_lightning_class_args(PreemptionCheckpoint, "preemption")
         parser.add_lightning_class_args(RNGState, "rng_state")
 
+    def _instantiate_trainer(self, config: dict, callbacks: list):
+        # The project's progress bar (callbacks/progress_bar.py) unless the bar is off or another one is configured.
+        from lightning.pytorch.callbacks import ProgressBar
+
+        from gen_lightning.callbacks.progress_bar import GenProgressBar
+
+        configured = [*(config.get("callbacks") or []), *callbacks]
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in configured):
+            callbacks = [*callbacks, GenProgressBar()]
+        return super()._instantiate_trainer(config, callbacks)
+
     def _parse_ckpt_path(self) -> None:
         # Lightning reads the model's hyperparameters (and class) from --ckpt_path here, so first:
         # `last` -> the run's file (the logger's run id with it), and one line for a bad or foreign file.

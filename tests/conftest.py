@@ -74,3 +74,39 @@ def cli(tmp_path):
 
     _run.cwd = tmp_path
     return _run
+
+
+def _group(report) -> str:
+    keywords = report.keywords
+    for marker in ("gpu", "slurm"):
+        if marker in keywords:
+            return marker
+    if "deepspeed" in report.nodeid or "zero2" in report.nodeid or "zero3" in report.nodeid:
+        return "deepspeed"
+    return "slow" if "slow" in keywords else "core"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """Which groups of tests ran and which were skipped, and why: the README promises this line."""
+    groups: dict[str, dict[str, int]] = {}
+    reasons: dict[str, set[str]] = {}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", "call") not in ("call", "setup") or not hasattr(report, "keywords"):
+                continue
+            if outcome == "passed" and report.when != "call":
+                continue
+            group = _group(report)
+            groups.setdefault(group, {}).setdefault(outcome, 0)
+            groups[group][outcome] += 1
+            if outcome == "skipped" and isinstance(report.longrepr, tuple):
+                reasons.setdefault(group, set()).add(str(report.longrepr[2]).removeprefix("Skipped: ")[:200])
+    deselected = len(terminalreporter.stats.get("deselected", []))
+    terminalreporter.write_sep("-", "test groups")
+    for group, counts in sorted(groups.items()):
+        line = f"{group}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+        if group in reasons:
+            line += " -- skipped because: " + "; ".join(sorted(reasons[group]))
+        terminalreporter.write_line(line)
+    if deselected:
+        terminalreporter.write_line(f"{deselected} not selected (the `gpu` tests need a CUDA GPU: run them with -m gpu)")

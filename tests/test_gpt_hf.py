@@ -5,6 +5,8 @@ No download: the HF model is built from a tiny GPT2Config with random weights.
 
 from __future__ import annotations
 
+import os
+
 import json
 
 import pytest
@@ -61,6 +63,10 @@ def test_export_loads_in_transformers_with_the_same_logits(tmp_path, bias):
         for p in ours.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     export_hf_gpt2(ours, tmp_path, eot_id=99)
+    # Every exported file has the user's umask (safetensors alone would make the weights 0600).
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()} == {oct(0o666 & ~umask)}
     hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
     with torch.no_grad():
         expected = ours(TOKENS)

@@ -93,6 +93,31 @@ def final_metrics(trainer: L.Trainer) -> dict[str, float]:
     return metrics
 
 
+def end_of_run_summary(trainer: L.Trainer, summary: dict) -> str:
+    """What a finished fit prints: where its files are, its best checkpoint, its final validation metrics and,
+    for an offline W&B run, the command that uploads it."""
+    checkpoint = trainer.checkpoint_callback
+    lines = [f"run finished at step {summary['global_step']}: {summary['run_dir']}"]
+    if checkpoint is not None:
+        last = Path(checkpoint.dirpath or "") / "last.ckpt" if checkpoint.dirpath else None
+        if last is not None and last.exists():
+            lines.append(f"  last checkpoint: {last}")
+        if checkpoint.best_model_path:
+            score = summary["best_model_score"]
+            lines.append(f"  best checkpoint: {checkpoint.best_model_path} ({checkpoint.monitor} = {score:.6g})"
+                         if score is not None else f"  best checkpoint: {checkpoint.best_model_path}")
+    validation = {k: v for k, v in summary["metrics"].items() if k.startswith("val/")}
+    if validation:
+        lines.append("  final validation: " + ", ".join(f"{k} {v:.6g}" for k, v in sorted(validation.items())))
+    for logger in trainer.loggers:
+        mode = getattr(logger, "mode", None)  # GenWandbLogger: offline / online / disabled
+        if mode == "offline":
+            run_folder = getattr(logger.experiment, "dir", None)
+            offline = Path(run_folder).parent if run_folder else Path(logger.save_dir or ".") / "wandb" / "offline-run-*"
+            lines.append(f"  W&B (offline): upload with `wandb sync {offline}`")
+    return "\n".join(lines)
+
+
 class RunConfigSaver(SaveConfigCallback):
     def __init__(self, parser, config, config_filename: str = "config.yaml", overwrite: bool = False,
                  multifile: bool = False, save_to_log_dir: bool = False) -> None:
@@ -107,6 +132,8 @@ class RunConfigSaver(SaveConfigCallback):
         record = run_record(yaml.safe_load(self.parser.dump(self.config, skip_none=False)))
         for logger in trainer.loggers:
             logger.log_hyperparams(record)
+        if stage == "fit":
+            print(f"run folder: {folder}", flush=True)  # once; the progress bar no longer shows the run id
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -127,3 +154,4 @@ class RunConfigSaver(SaveConfigCallback):
         for target in targets:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps(summary, indent=2))
+        print(end_of_run_summary(trainer, summary), flush=True)

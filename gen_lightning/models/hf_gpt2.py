@@ -10,6 +10,7 @@ A model without biases exports with zero biases, which computes exactly the same
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -102,7 +103,12 @@ def export_hf_gpt2(model: GPT, out_dir: str | Path, eot_id: Optional[int] = None
             if isinstance(module, (torch.nn.Linear, torch.nn.LayerNorm)) and name != "lm_head":
                 width = module.weight.shape[0]
                 state.setdefault(f"{name}.bias", torch.zeros(width))
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    weights = out / "model.safetensors"
+    save_file(state, str(weights), metadata={"format": "pt"})
+    # safetensors creates its file 0600; every other file of a run gets the user's umask (usually 0644).
+    umask = os.umask(0)
+    os.umask(umask)
+    weights.chmod(0o666 & ~umask)
     eot = c.vocab_size - 1 if eot_id is None else eot_id
     hf_config = {
         "architectures": ["GPT2LMHeadModel"],

@@ -42,6 +42,19 @@ def deepspeed_available() -> bool:
     return True
 
 
+def announce_shm_op_compile() -> None:
+    """DeepSpeed compiles its shared-memory communication op for CPU processes the first time it starts (~25 s on
+    2 cores, silent); say so once, before, with where it is cached."""
+    from pathlib import Path
+
+    from torch.utils.cpp_extension import _get_build_directory
+
+    folder = Path(_get_build_directory("deepspeed_shm_comm", verbose=False))
+    if not list(folder.glob("*.so")):
+        rank_zero_info(f"DeepSpeed: compiling its CPU communication op (deepspeed_shm_comm) -- once, ~30 s; cached in "
+                       f"{folder} (set TORCH_EXTENSIONS_DIR to move the cache)")
+
+
 class DeepSpeedCPUStrategy(PerNetworkEngines, DeepSpeedStrategy):
     strategy_name = "deepspeed_cpu"
 
@@ -74,6 +87,7 @@ class DeepSpeedCPUStrategy(PerNetworkEngines, DeepSpeedStrategy):
         # The stock steps minus `_validate_device_index_selection`, which only makes sense for CUDA indices.
         reset_seed()
         self.set_world_ranks()
+        announce_shm_op_compile()
         self._init_deepspeed_distributed()
 
     # -- evaluating a ZeRO-3 checkpoint folder (validate / test / predict) -------------------------------------------
