@@ -45,6 +45,22 @@ class Strategy:
 COMMON = ("--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
           "--trainer.log_every_n_steps", "1", "--trainer.num_sanity_val_steps", "0", "--throughput.window_size", "2")
 
+def language_model(name: str, config: str, module: str, *net: str) -> Family:
+    """A language model on the text layer: the stdlib's json package, 24 random windows an epoch (fresh each
+    epoch), 31 validation windows, a text sample every 4 steps."""
+    return Family(
+        name,
+        ("--config", str(CONFIGS / config), "--data.corpus", "stdlib:json/*.py", "--data.block_size", "32", *net,
+         "--data.batch_size", "8", "--data.train_samples", "24", "--data.val_windows", "31",
+         "--model.warmup_steps", "2", "--model.decay_steps", "10", "--model.dropout", "0.1",
+         "--trainer.val_check_interval", "3", "--trainer.callbacks.every_n_steps", "4",
+         "--trainer.callbacks.max_new_tokens", "16"),
+        module, steps=10, loss_key="train/loss", metrics=("val/loss", "val/perplexity"),
+        wandb_keys=("val/loss", "val/perplexity", "throughput/tokens_per_sec", "throughput/flops_per_sec", "lr-AdamW/pg1"),
+        media_key="samples/text", loss_drop=0.9, sample_args=("--prompt", "def ", "--max-new-tokens", "8"),
+    )
+
+
 IMAGE_METRICS = ("--config", str(MATRIX_CONFIGS / "image_callbacks.yaml"))  # FID on 200 samples, a grid every 2 batches
 
 FAMILIES = {
@@ -72,32 +88,10 @@ FAMILIES = {
             wandb_keys=("train/g_loss", "val/d_loss", "val/fid", "throughput/flops_per_sec", "lr-Adam", "lr-Adam-1"),
             media_key="samples/samples", loss_drop=0.98, steps_per_batch=2,
         ),
-        Family(
-            "gpt",
-            ("--config", str(CONFIGS / "gpt" / "nano_stdlib.yaml"), "--data.corpus", "stdlib:json/*.py",
-             "--data.block_size", "32", "--model.block_size", "32", "--model.n_layer", "2", "--data.batch_size", "8",
-             "--data.train_samples", "24", "--data.val_windows", "31", "--model.warmup_steps", "2",
-             "--model.decay_steps", "10", "--model.dropout", "0.1", "--trainer.val_check_interval", "3",
-             "--trainer.callbacks.every_n_steps", "4", "--trainer.callbacks.max_new_tokens", "16"),
-            "gen_lightning.models.GPTModule", steps=10, loss_key="train/loss",
-            metrics=("val/loss", "val/perplexity"),
-            wandb_keys=("val/loss", "val/perplexity", "throughput/tokens_per_sec", "throughput/flops_per_sec",
-                        "lr-AdamW/pg1"),
-            media_key="samples/text", loss_drop=0.9, sample_args=("--prompt", "def ", "--max-new-tokens", "8"),
-        ),
-        Family(
-            "lstm",
-            ("--config", str(CONFIGS / "lstm" / "stdlib.yaml"), "--data.corpus", "stdlib:json/*.py",
-             "--data.block_size", "32", "--model.n_embd", "32", "--model.n_hidden", "48", "--data.batch_size", "8",
-             "--data.train_samples", "24", "--data.val_windows", "31", "--model.warmup_steps", "2",
-             "--model.decay_steps", "10", "--model.dropout", "0.1", "--trainer.val_check_interval", "3",
-             "--trainer.callbacks.every_n_steps", "4", "--trainer.callbacks.max_new_tokens", "16"),
-            "gen_lightning.models.LSTMModule", steps=10, loss_key="train/loss",
-            metrics=("val/loss", "val/perplexity"),
-            wandb_keys=("val/loss", "val/perplexity", "throughput/tokens_per_sec", "throughput/flops_per_sec",
-                        "lr-AdamW/pg1"),
-            media_key="samples/text", loss_drop=0.9, sample_args=("--prompt", "def ", "--max-new-tokens", "8"),
-        ),
+        language_model("gpt", "gpt/nano_stdlib.yaml", "gen_lightning.models.GPTModule",
+                       "--model.block_size", "32", "--model.n_layer", "2"),
+        language_model("lstm", "lstm/stdlib.yaml", "gen_lightning.models.LSTMModule",
+                       "--model.n_embd", "32", "--model.n_hidden", "48"),
     )
 }
 
