@@ -115,7 +115,7 @@ class DeepSpeedCPUStrategy(PerNetworkEngines, DeepSpeedStrategy):
             # ...and only ZeRO's own shards reach the other ranks from there: what no engine partitions (a GAN's
             # EMA generator, buffers) every rank loads itself (each holds the gathered checkpoint).
             module = self.lightning_module
-            partitioned = {name for name, p in module.named_parameters() if hasattr(p, "ds_id")}
+            partitioned = {name for name, p in module.named_parameters(remove_duplicate=False) if hasattr(p, "ds_id")}
             rest = {k: v for k, v in checkpoint["state_dict"].items() if k not in partitioned}
             module.load_state_dict(rest, strict=False)
             return
