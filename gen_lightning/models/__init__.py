@@ -2,6 +2,7 @@
 
 from gen_lightning.models.gan import GANModule
 from gen_lightning.models.gpt import GPTModule
+from gen_lightning.models.seq2seq import Seq2SeqModule
 from gen_lightning.models.vae import VAEModule
 
-__all__ = ["GANModule", "GPTModule", "VAEModule"]
+__all__ = ["GANModule", "GPTModule", "Seq2SeqModule", "VAEModule"]
