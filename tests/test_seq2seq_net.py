@@ -39,7 +39,7 @@ def rows(out: torch.Tensor, stop: int) -> list[list[int]]:
 
 def test_embeddings_are_tied_and_names_follow_the_gpt():
     model = tiny()
-    assert model.encoder.wte.weight is model.decoder.wte.weight is model.lm_head.weight
+    assert model.decoder.wte.weight is model.lm_head.weight and model.encoder.wte.weight is not model.lm_head.weight
     gpt = GPT(GPTConfig(vocab_size=V, block_size=24, n_layer=2, n_head=2, n_embd=32))
     gpt_block = {k for k in gpt.state_dict() if k.startswith("transformer.h.0.")}
     for stack in ("encoder", "decoder"):

@@ -7,6 +7,7 @@ A Hugging Face GPT-2 folder (config.json + model.safetensors, e.g. from `gen-lig
 
   gen-lightning sample --ckpt runs/.../last.ckpt --prompt "def fib(n):" --max-new-tokens 200
   gen-lightning sample --ckpt runs/.../last.ckpt --n 64 --out grid.png      # GAN / VAE
+  gen-lightning sample --ckpt runs/.../last.ckpt --prompt "def f(x): ..." --num-beams 4   # seq2seq: the source
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 import torch
 
+from gen_lightning.capabilities import TranslatesText
 from gen_lightning.errors import UserError
 
 
@@ -80,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     text.add_argument("--top-p", type=float, default=None)
     text.add_argument("--no-cache", action="store_true", help="recompute the whole context every token")
     text.add_argument("--no-stop", action="store_true", help="do not stop at the end-of-text token")
+    text.add_argument("--num-beams", type=int, default=1,
+                      help="encoder-decoder models: beam search with this many beams (1 = greedy/sampling)")
     image = p.add_argument_group("image models")
     image.add_argument("--n", type=int, default=64, help="number of images")
     image.add_argument("--nrow", type=int, default=None, help="images per grid row (default sqrt(n))")
@@ -91,6 +95,8 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     device = _device(args.device)
     model = load_module(args.ckpt, device)
+    if isinstance(model, TranslatesText):  # encoder-decoder: --prompt is the source, the output its target
+        return _translate(model, args, torch.Generator(device=device).manual_seed(args.seed))
     if hasattr(model, "generate_text"):  # token sampling happens on the model's device
         return _sample_text(model, args, torch.Generator(device=device).manual_seed(args.seed))
     if hasattr(model, "sample"):  # image models draw their latents on the CPU (same images on any device)
@@ -112,6 +118,20 @@ def _sample_text(model, args, generator: torch.Generator) -> int:
         if i:
             print("\n" + "-" * 40)
         print(args.prompt + text)
+    sys.stdout.flush()
+    return 0
+
+
+def _translate(model, args, generator: torch.Generator) -> int:
+    if not args.prompt.strip():
+        raise UserError("--prompt: an encoder-decoder model needs a source text to write a target for")
+    if args.temperature < 0 or args.max_new_tokens < 1 or args.num_samples < 1 or args.num_beams < 1:
+        raise UserError("--temperature must be >= 0, --max-new-tokens, --num-samples and --num-beams >= 1")
+    texts = model.generate_targets(
+        [args.prompt] * args.num_samples, args.max_new_tokens, generator=generator, num_beams=args.num_beams,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, use_cache=not args.no_cache,
+    )
+    print(("\n" + "-" * 40 + "\n").join(texts))
     sys.stdout.flush()
     return 0
 

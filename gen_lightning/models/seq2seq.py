@@ -70,7 +70,7 @@ class Seq2SeqModule(L.LightningModule):
             n_encoder_layer: encoder blocks (non-causal self-attention + MLP).
             n_decoder_layer: decoder blocks (causal self-attention + cross-attention + MLP).
             n_head: attention heads (n_embd must be divisible by it).
-            n_embd: width of both stacks; one token embedding for encoder, decoder and output head.
+            n_embd: width of both stacks (the decoder's token embedding is its output head).
             source_block_size: encoder positions; must be >= data.max_source_len.
             target_block_size: decoder positions; must be >= data.max_target_len + 1 (the start token).
             vocab_size: token ids the model knows; must cover the data's (byte: 257; bpe: data.vocab_size).
@@ -177,7 +177,7 @@ class Seq2SeqModule(L.LightningModule):
             if bad:
                 raise UserError(f"model.init_from '{source}' {message}")
         state = self.net.state_dict()
-        copied = {"encoder.wte.weight": gpt["wte.weight"]}  # tied: decoder.wte and lm_head are the same tensor
+        copied = {"encoder.wte.weight": gpt["wte.weight"], "decoder.wte.weight": gpt["wte.weight"]}  # = lm_head
         positions = {}
         for stack, layers in (("encoder", config.n_encoder_layer), ("decoder", config.n_decoder_layer)):
             wpe = state[f"{stack}.wpe.weight"].clone()
@@ -187,8 +187,7 @@ class Seq2SeqModule(L.LightningModule):
             for key, value in gpt.items():
                 if key.startswith("ln_f.") or (key.startswith("h.") and int(key.split(".")[1]) < layers):
                     copied[f"{stack}.{key}"] = value  # the same names: Block and DecoderBlock share GPT's
-        self.net.load_state_dict({**state, **copied, "decoder.wte.weight": gpt["wte.weight"],
-                                  "lm_head.weight": gpt["wte.weight"]})
+        self.net.load_state_dict({**state, **copied, "lm_head.weight": gpt["wte.weight"]})
         fresh = sum(1 for k in state if ".cross_attn." in k or ".ln_cross." in k)
         rank_zero_info(f"init_from: {len(copied)} tensors from {path} (embeddings, self-attention, MLP and LayerNorms "
                        f"of {config.n_encoder_layer} encoder and {config.n_decoder_layer} decoder blocks; positions "

@@ -5,9 +5,11 @@ to every real source token (padding is masked out of the keys), a final LayerNor
 causal blocks with a cross-attention sub-layer between self-attention and MLP, each with its own pre-LN and
 residual: x + attn(ln_1(x)), x + cross_attn(ln_cross(x), encoder output), x + mlp(ln_2(x)).
 
-One token embedding serves the encoder input, the decoder input and the output head (one tokenizer for
-both sides, so an id means the same text on either; tied as in T5/BART, Press & Wolf 2017). Module names
-follow the GPT's (`decoder.h.0.attn.c_attn`, `encoder.ln_f`, ...) so a GPT checkpoint warm-starts both
+The decoder's input embedding is its output head (Press & Wolf 2017). The encoder has its own: tied to the
+head as well (T5/BART), the ids that targets rarely use (here: most code tokens) are all pushed the same way
+by the softmax and the encoder can no longer tell them apart; measured on the code-summary task, the
+decoder then learned to ignore the source entirely (same loss with shuffled sources after 400 steps).
+Module names follow the GPT's (`decoder.h.0.attn.c_attn`, `encoder.ln_f`, ...) so a GPT checkpoint warm-starts both
 stacks by renaming alone (Rothe et al. 2020, see models/seq2seq.py).
 
 Generation: the encoder runs once per source batch; each decoder layer projects the encoder output to its
@@ -118,7 +120,7 @@ class Seq2Seq(nn.Module):
         self.encoder.apply(partial(_init_weights, residual_writes=2 * c.n_encoder_layer))
         self.decoder.apply(partial(_init_weights, residual_writes=3 * c.n_decoder_layer))
         _init_weights(self.lm_head, residual_writes=1)
-        self.encoder.wte.weight = self.decoder.wte.weight = self.lm_head.weight  # one matrix, three uses
+        self.decoder.wte.weight = self.lm_head.weight  # the decoder reads and writes tokens with one matrix
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())  # a tied matrix is one parameter, counted once
