@@ -1,7 +1,7 @@
 """Seq2seq through the real CLI: a tiny run and its files, exact resume, bad input, `sample`.
 
 `tiny_args(folder)` is the ~10-20 s run other tests (the DDP/DeepSpeed checks, the conformance matrix) reuse:
-a JSONL file of 300 made-up function -> summary pairs, byte tokenizer, a 1 + 1 block model 32 wide.
+a JSONL file of 400 made-up function -> summary pairs (360 train, 40 validation), byte tokenizer, a 1 + 1 block model 32 wide.
 Validation: 39 pairs in batches of 10 -> 4 batches whichever the number of ranks (1 or 2), so per-pair outputs,
 and with them every metric, are the same on 1 and 2 processes.
 """
@@ -23,7 +23,7 @@ VERBS = ["add", "remove", "return", "check", "build", "parse", "close", "open"]
 NOUNS = ["item", "entry", "file", "name", "value", "buffer", "socket", "widget", "record", "path"]
 
 
-def toy_pairs(n: int = 300, seed: int = 0) -> list[dict[str, str]]:
+def toy_pairs(n: int = 400, seed: int = 0) -> list[dict[str, str]]:
     """Made-up functions whose summary is written in their name: learnable, and of varied lengths."""
     rng = random.Random(seed)
     pairs = []

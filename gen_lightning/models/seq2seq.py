@@ -53,6 +53,7 @@ class Seq2SeqModule(L.LightningModule):
         dropout: float = 0.1,
         bias: bool = True,
         label_smoothing: float = 0.1,
+        word_dropout: float = 0.0,
         lr: float = 1e-3,
         min_lr: Optional[float] = None,
         weight_decay: float = 0.1,
@@ -76,6 +77,8 @@ class Seq2SeqModule(L.LightningModule):
             vocab_size: token ids the model knows; must cover the data's (byte: 257; bpe: data.vocab_size).
             dropout: dropout on embeddings, attention and residual branches.
             label_smoothing: share of each target's probability spread over all ids (Szegedy et al. 2016).
+            word_dropout: in training, share of the decoder's input tokens replaced by the end-of-text id
+                (target-side word dropout, Sennrich et al. 2016): the decoder then leans on the source sooner.
             lr: peak learning rate of AdamW.
             min_lr: floor of the cosine decay; default lr / 10.
             weight_decay: AdamW decay, applied to 2-D weights only (not biases, LayerNorm gains).
@@ -93,6 +96,8 @@ class Seq2SeqModule(L.LightningModule):
         """
         super().__init__()
         self.save_hyperparameters()
+        if not 0.0 <= word_dropout < 1.0:
+            raise UserError(f"model.word_dropout must be in [0, 1), got {word_dropout}")
         if num_beams < 1 or (val_generate_batches is not None and val_generate_batches < 0):
             raise UserError(f"model.num_beams must be >= 1 and model.val_generate_batches >= 0 (or null), "
                             f"got {num_beams} and {val_generate_batches}")
@@ -199,7 +204,13 @@ class Seq2SeqModule(L.LightningModule):
         return self.net(source, source_mask, target_in)
 
     def training_step(self, batch: PairBatch, batch_idx: int) -> torch.Tensor:
-        logits = self.net(batch.source, batch.source_mask, batch.target_in)
+        target_in = batch.target_in
+        if self.hparams.word_dropout > 0:
+            # Drawn from the global generator: seeded by seed_everything, saved by the RNG-state callback.
+            drop = torch.rand(target_in.shape, device=target_in.device) < self.hparams.word_dropout
+            drop[:, 0] = False  # the start token stays
+            target_in = target_in.masked_fill(drop, self.tokenizer.eot_id)
+        logits = self.net(batch.source, batch.source_mask, target_in)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), batch.target_out.flatten(), ignore_index=IGNORE_INDEX,
                                label_smoothing=self.hparams.label_smoothing)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=batch.source.size(0))
