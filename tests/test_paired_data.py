@@ -88,7 +88,8 @@ def test_jsonl_and_tsv_give_the_same_pairs_and_bpe_covers_both_sides(tmp_path):
         source, target = a.train_set[i]
         assert a.tokenizer.decode(source.tolist()) == pairs[i][0] and a.tokenizer.decode(target.tolist()) == pairs[i][1]
     src_b, tgt_b = b.val_set[0]
-    assert bytes(src_b.tolist()).decode() == pairs[54][0].replace("\n", " ") and bytes(tgt_b.tolist()).decode() == pairs[54][1]
+    assert bytes(src_b.tolist()).decode() == pairs[54][0].replace("\n", " ")
+    assert bytes(tgt_b.tolist()).decode() == pairs[54][1]
     # Targets' words are tokens of the BPE trained on both sides (not only code).
     assert len(a.tokenizer.encode("Multiply")) < len("Multiply") / 2
 
@@ -136,7 +137,8 @@ def test_too_long_sides_are_an_error_or_truncated(tmp_path):
 
 
 def test_pad_pairs_builds_decoder_input_and_labels():
-    batch = PadPairs(eot_id=9)([(torch.tensor([1, 2, 3]), torch.tensor([4])), (torch.tensor([5]), torch.tensor([6, 7]))])
+    t = torch.tensor
+    batch = PadPairs(eot_id=9)([(t([1, 2, 3]), t([4])), (t([5]), t([6, 7]))])
     assert batch.source.tolist() == [[1, 2, 3], [5, 9, 9]]
     assert batch.source_mask.tolist() == [[True, True, True], [True, False, False]]
     assert batch.target_in.tolist() == [[9, 4, 9], [9, 6, 7]]  # start token, then the target

@@ -84,7 +84,8 @@ def test_init_from_gpt_warm_starts_encoder_and_decoder(toy_data, tmp_path, caplo
     for stack, layers in ((net.encoder, 2), (net.decoder, 1)):
         for i in range(layers):
             for name in ("attn.c_attn.weight", "attn.c_proj.bias", "mlp.c_fc.weight", "ln_1.weight", "ln_2.bias"):
-                assert torch.equal(stack.h[i].get_submodule(name.rsplit(".", 1)[0]).get_parameter(name.rsplit(".", 1)[1]),
+                module, param = name.rsplit(".", 1)
+                assert torch.equal(stack.h[i].get_submodule(module).get_parameter(param),
                                    gpt[f"net.transformer.h.{i}.{name}"]), (stack, i, name)
         assert torch.equal(stack.ln_f.weight, gpt["net.transformer.ln_f.weight"])
     for embedding in (net.lm_head.weight, net.encoder.wte.weight):
@@ -171,7 +172,8 @@ def test_translation_table_goes_to_loggers_and_the_run_folder(tmp_path):
     callback.on_validation_end(trainer, module)
     key, columns, rows, step = table.calls[-1]
     assert key == "samples/translations" and columns == ["step", "source", "reference", "generated"] and step == 20
-    assert [r[0] for r in rows] == [10, 10, 20, 20] and rows[0][1] == "def f(x):\n    return ..." and rows[0][3] == "Out."
+    assert [r[0] for r in rows] == [10, 10, 20, 20]
+    assert rows[0][1] == "def f(x):\n    return ..." and rows[0][3] == "Out."
     md = (tmp_path / "proj" / "run1" / "samples" / "translations.md").read_text()
     assert md.count("## step") == 2 and md.count("- generated: Out.") == 4
     with pytest.raises(UserError, match="TranslationSamples needs a model"):

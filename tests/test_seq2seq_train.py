@@ -1,7 +1,8 @@
 """Seq2seq through the real CLI: a tiny run and its files, exact resume, bad input, `sample`.
 
 `tiny_args(folder)` is the ~10-20 s run other tests (the DDP/DeepSpeed checks, the conformance matrix) reuse:
-a JSONL file of 400 made-up function -> summary pairs (360 train, 40 validation), byte tokenizer, a 1 + 1 block model 32 wide.
+a JSONL file of 400 made-up function -> summary pairs (360 train, 40 validation), byte tokenizer, a 1 + 1
+block model 32 wide.
 Validation: 39 pairs in batches of 10 -> 4 batches whichever the number of ranks (1 or 2), so per-pair outputs,
 and with them every metric, are the same on 1 and 2 processes.
 """
@@ -119,7 +120,8 @@ BAD = [
      ["pairs.jsonl:2", 'no "target" field']),
     ('{"source": "def f(): pass", "target": "F."}\n{"source": "", "target": "G."}\n', "pairs.jsonl",
      ["pairs.jsonl:2", "empty source"]),
-    ("def f(): pass\tF.\ndef g(): pass\tG.\textra\n", "pairs.tsv", ["pairs.tsv:2", "3 tab-separated columns, expected 2"]),
+    ("def f(): pass\tF.\ndef g(): pass\tG.\textra\n", "pairs.tsv",
+     ["pairs.tsv:2", "3 tab-separated columns, expected 2"]),
 ]
 
 

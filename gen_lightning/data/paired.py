@@ -76,7 +76,8 @@ def read_pairs(path: Path, fmt: str) -> list[Pair]:
                 raise UserError(f"{origin}: not valid JSON ({err.msg}); each line must be one object "
                                 f'{{"source": ..., "target": ...}}') from None
             if not isinstance(record, dict):
-                raise UserError(f'{origin}: a JSON {type(record).__name__}, expected an object {{"source": ..., "target": ...}}')
+                raise UserError(f"{origin}: a JSON {type(record).__name__}, expected an object "
+                                f'{{"source": ..., "target": ...}}')
             for key in ("source", "target"):
                 if key not in record:
                     raise UserError(f'{origin}: no "{key}" field; every line needs "source" and "target"')
@@ -163,7 +164,8 @@ class PairedTextDataModule(GenDataModule):
         """
         super().__init__(batch_size, val_fraction, seed, num_workers, pin_memory)
         if max_source_len < 1 or max_target_len < 1:
-            raise UserError(f"data.max_source_len and data.max_target_len must be >= 1, got {max_source_len}, {max_target_len}")
+            raise UserError(f"data.max_source_len and data.max_target_len must be >= 1, "
+                            f"got {max_source_len}, {max_target_len}")
         if tokenizer == "bpe" and not 257 <= vocab_size <= 2**32 - 1:
             raise UserError(f"data.vocab_size must be at least 257 for a byte-level BPE, got {vocab_size}")
         if bucket_batches < 1:

@@ -138,7 +138,8 @@ class Seq2SeqModule(L.LightningModule):
         config = self.net.config
         fits = [
             (datamodule.vocab_size, config.vocab_size, "the data's tokenizer has {} ids", "model.vocab_size"),
-            (datamodule.max_source_len, config.source_block_size, "data.max_source_len is {}", "model.source_block_size"),
+            (datamodule.max_source_len, config.source_block_size, "data.max_source_len is {}",
+             "model.source_block_size"),
             (datamodule.max_target_len + 1, config.target_block_size, "data.max_target_len + 1 (start token) is {}",
              "model.target_block_size"),
         ]
@@ -231,7 +232,8 @@ class Seq2SeqModule(L.LightningModule):
                                       stop_when_done=not parameters_are_sharded(self.trainer))
         tok = self.tokenizer
         outputs = [tok.decode(ids) for ids in generated]
-        references = [tok.decode(until_stop([i for i in row if i != IGNORE_INDEX], tok.eot_id)) for row in labels.tolist()]
+        references = [tok.decode(until_stop([i for i in row if i != IGNORE_INDEX], tok.eot_id))
+                      for row in labels.tolist()]
         self.val_bleu.update(outputs, [[r] for r in references])
         self.val_chrf.update(outputs, [[r] for r in references])
         self.val_exact_match.update(torch.tensor([float(o.strip() == r.strip()) for o, r in zip(outputs, references)]))
@@ -262,7 +264,8 @@ class Seq2SeqModule(L.LightningModule):
         optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), **GPTModule._fused_kwargs(params))
         decay_steps = hp.decay_steps or self.trainer.estimated_stepping_batches
         if decay_steps == float("inf"):
-            raise UserError("the LR schedule needs an end: set trainer.max_steps, trainer.max_epochs or model.decay_steps")
+            raise UserError("the LR schedule needs an end: set trainer.max_steps, trainer.max_epochs or "
+                            "model.decay_steps")
         min_ratio = (hp.min_lr if hp.min_lr is not None else hp.lr / 10) / hp.lr
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_cosine(step, hp.warmup_steps, int(decay_steps), min_ratio)

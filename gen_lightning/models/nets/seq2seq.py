@@ -70,7 +70,8 @@ class CrossAttention(nn.Module):
         k, v = self.c_kv(encoded).split(self.n_embd, dim=2)
         return self._heads(k), self._heads(v)
 
-    def forward(self, x: torch.Tensor, memory: tuple[torch.Tensor, torch.Tensor], source_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, memory: tuple[torch.Tensor, torch.Tensor],
+                source_mask: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         k, v = memory
         y = F.scaled_dot_product_attention(
