@@ -16,8 +16,9 @@ of (seed, epoch): torchdata's StatefulDataLoader resumes mid-epoch by skipping t
 
 Training: each epoch, a (seed + epoch) permutation is cut into buckets of `bucket_batches` batches;
 inside a bucket pairs are sorted by length and cut into full batches; the batches are shuffled; every
-rank gets the same number of them (the remainder of an epoch, fewer than one batch per rank, is left
-out: ranks that trained different numbers of steps would hang in DDP's all-reduce).
+rank gets the same number of them (what does not fill a batch, and the batches short of a full round of
+ranks, wait for another epoch's shuffle: ranks that trained different numbers of steps would hang in
+DDP's all-reduce).
 Validation: every pair exactly once, no duplicates (a padded DistributedSampler would bias the means);
 the pairs sorted by length are cut into (ranks x k) batches of near-equal size (at most `batch_size`),
 so every rank runs the same number of batches, which ZeRO-3 needs (each forward is a collective).
