@@ -70,6 +70,14 @@ class TranslatesText(Protocol):
 
 
 @runtime_checkable
+class KeepsValidationExamples(Protocol):
+    """(source, reference, generated) texts of the latest validation's first batch (this rank's), kept
+    from the outputs the validation metrics were computed on: a table of them costs no extra forward."""
+
+    validation_examples: list[tuple[str, str, str]]
+
+
+@runtime_checkable
 class ReportsFlops(Protocol):
     """Model FLOPs of one training step on `batch` on this device (forward + backward of every network it
     trains), for FLOPs/s and MFU; see gen_lightning/models/flops.py."""

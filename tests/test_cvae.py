@@ -104,7 +104,7 @@ def _digit_means() -> torch.Tensor:
 @pytest.mark.slow  # ~40 s: the config's 20 epochs on the digits and two sampling runs
 def test_cvae_learns_digits_and_samples_the_asked_classes(cli):
     fit = cli("fit", "--config", CONFIGS / "vae" / "cvae_digits.yaml", "--trainer.logger", "false",
-              "--trainer.enable_progress_bar", "false", timeout=300)
+              "--trainer.enable_progress_bar", "false")
     assert fit.returncode == 0, (fit.stdout + fit.stderr)[-3000:]
     grid = sorted((cli.cwd / "runs" / "samples").glob("samples_step*.png"))[-1]
     assert Image.open(grid).size == (10 * 30 + 2, 10 * 30 + 2)  # the config's grid: a row of 10 per digit

@@ -111,7 +111,7 @@ def test_lstm_learns_logs_samples_and_samples_from_its_checkpoint(cli):
     steps = 60
     fit = cli("fit", "--config", CONFIGS / "lstm" / "stdlib.yaml", "--data.corpus", corpus, "--data.cache_dir", "cache",
               "--model.n_embd", 64, "--model.n_hidden", 96, "--data.batch_size", 16, "--data.val_windows", 32,
-              "--trainer.max_steps", steps, "--trainer.val_check_interval", 30, *QUIET, timeout=300)
+              "--trainer.max_steps", steps, "--trainer.val_check_interval", 30, *QUIET)
     assert fit.returncode == 0, (fit.stdout + fit.stderr)[-3000:]
     summary = json.loads((cli.cwd / "runs" / "summary.json").read_text())
     val_loss = summary["metrics"]["val/loss"]
@@ -127,7 +127,7 @@ def test_lstm_learns_logs_samples_and_samples_from_its_checkpoint(cli):
     outputs = []
     for cache in ([], ["--no-cache"]):
         result = cli("sample", "--ckpt", last, "--prompt", "def f1", "--max-new-tokens", 40, "--num-samples", 2,
-                     "--top-k", 10, "--seed", 3, "--no-stop", *cache, timeout=120)
+                     "--top-k", 10, "--seed", 3, "--no-stop", *cache)
         assert result.returncode == 0, result.stderr[-2000:]
         outputs.append(result.stdout)
     assert outputs[0] == outputs[1]  # the state as cache gives the tokens re-reading the prefix gives

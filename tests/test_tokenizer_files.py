@@ -131,7 +131,7 @@ def test_bad_tokenizer_files_are_one_clear_line(gpt2_files, tmp_path):
 
 def _fit(cli, *args):
     return cli("fit", *map(str, args), "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-               "--trainer.enable_model_summary", "false", timeout=300)
+               "--trainer.enable_model_summary", "false")
 
 
 def test_model_vocabulary_smaller_than_the_tokenizer_is_one_line(cli, gpt2_files):
@@ -173,5 +173,5 @@ def test_gpt2_from_hugging_face_is_fine_tuned_on_its_own_ids(cli, gpt2_files, re
     tok = tokenizer_from_json(ckpt["tokenizer"])
     assert [tok.encode(t) for t in TEXTS] == [reference(t)["input_ids"] for t in TEXTS]
     sampled = cli("sample", "--ckpt", cli.cwd / "runs" / "checkpoints" / "last.ckpt", "--prompt", "def ",
-                  "--max-new-tokens", 5, timeout=120)
+                  "--max-new-tokens", 5)
     assert sampled.returncode == 0 and sampled.stdout.startswith("def "), sampled.stderr[-2000:]

@@ -9,8 +9,9 @@ from gen_lightning.callbacks.lr_monitor import GenLearningRateMonitor
 from gen_lightning.callbacks.optuna_pruning import OptunaPruning
 from gen_lightning.callbacks.text_samples import TextSamples
 from gen_lightning.callbacks.throughput import GenThroughput
+from gen_lightning.callbacks.translation_samples import TranslationSamples
 
 __all__ = [
     "GPUMemory", "GenCheckpoint", "GenerativeMetrics", "GenLearningRateMonitor", "GenThroughput", "ImageSamples", "OptunaPruning",
-    "RunConfigSaver", "TextSamples",
+    "RunConfigSaver", "TextSamples", "TranslationSamples",
 ]

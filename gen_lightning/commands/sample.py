@@ -9,6 +9,7 @@ A Hugging Face GPT-2 folder (config.json + model.safetensors, e.g. from `gen-lig
   gen-lightning sample --ckpt runs/.../last.ckpt --n 64 --out grid.png      # GAN / VAE
   gen-lightning sample --ckpt runs/.../last.ckpt --labels 3,3,7              # conditional GAN / VAE: these classes
   gen-lightning sample --ckpt runs/.../last.ckpt --labels all --nrow 10      # one row of 10 per class
+  gen-lightning sample --ckpt runs/.../last.ckpt --prompt "def f(x): ..." --num-beams 4   # seq2seq: the source
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 import torch
 
-from gen_lightning.capabilities import GeneratesText, SamplesImages, SamplesImagesByClass
+from gen_lightning.capabilities import GeneratesText, SamplesImages, SamplesImagesByClass, TranslatesText
 from gen_lightning.errors import UserError
 
 
@@ -83,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     text.add_argument("--top-p", type=float, default=None)
     text.add_argument("--no-cache", action="store_true", help="recompute the whole context every token")
     text.add_argument("--no-stop", action="store_true", help="do not stop at the end-of-text token")
+    text.add_argument("--num-beams", type=int, default=1,
+                      help="encoder-decoder models: beam search with this many beams (1 = greedy/sampling)")
     image = p.add_argument_group("image models")
     image.add_argument("--n", type=int, default=None, help="number of images (default 64)")
     image.add_argument("--nrow", type=int, default=None, help="images per grid row (default sqrt(n); 8 with --labels all)")
@@ -97,6 +100,8 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     device = _device(args.device)
     model = load_module(args.ckpt, device)
+    if isinstance(model, TranslatesText):  # encoder-decoder: --prompt is the source, the output its target
+        return _translate(model, args, torch.Generator(device=device).manual_seed(args.seed))
     if isinstance(model, GeneratesText):  # token sampling happens on the model's device
         if args.labels is not None:
             raise UserError(f"--labels is for class-conditional image models; {type(model).__name__} generates text")
@@ -141,6 +146,20 @@ def parse_labels(spec: str, model, per_class: int) -> torch.Tensor:
     if wrong:
         raise UserError(f"--labels {wrong[0]}: this {type(model).__name__} knows classes 0..{classes - 1}")
     return torch.tensor(labels)
+
+
+def _translate(model, args, generator: torch.Generator) -> int:
+    if not args.prompt.strip():
+        raise UserError("--prompt: an encoder-decoder model needs a source text to write a target for")
+    if args.temperature < 0 or args.max_new_tokens < 1 or args.num_samples < 1 or args.num_beams < 1:
+        raise UserError("--temperature must be >= 0, --max-new-tokens, --num-samples and --num-beams >= 1")
+    texts = model.generate_targets(
+        [args.prompt] * args.num_samples, args.max_new_tokens, generator=generator, num_beams=args.num_beams,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, use_cache=not args.no_cache,
+    )
+    print(("\n" + "-" * 40 + "\n").join(texts))
+    sys.stdout.flush()
+    return 0
 
 
 def _sample_images(model, args, generator: torch.Generator) -> int:

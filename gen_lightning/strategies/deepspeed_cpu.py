@@ -127,6 +127,19 @@ class DeepSpeedCPUStrategy(PerNetworkEngines, DeepSpeedStrategy):
         engines = list(self._engines.values()) if self._per_network else [self.deepspeed_engine]
         return sum(int(engine.skipped_steps) for engine in engines)
 
+    def _auto_select_batch_size(self) -> int:
+        # Lightning's reads `train_dataloader.batch_sampler.batch_size` and fails on a loader whose sampler yields
+        # whole batches (batch_size=None, no batch sampler: PairedTextDataModule's length buckets). The value only
+        # labels DeepSpeed's throughput log (train_micro_batch_size_per_gpu), as in Lightning.
+        data_source = self.lightning_module.trainer.fit_loop._data_source
+        if not data_source.is_defined():
+            return 1
+        loader = data_source.dataloader()
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        if batch_sampler is None:
+            return int(getattr(getattr(loader, "sampler", None), "batch_size", None) or 1)
+        return batch_sampler.batch_size
+
     # -- ZeRO-Offload: the optimizer step runs on the CPU, so it must be DeepSpeed's vectorised CPU Adam ----------
     @property
     def _offloads_optimizer(self) -> bool:

@@ -6,7 +6,8 @@ logits), learned position embeddings, input/output embedding tying and GPT-2's i
 the 1/sqrt(2 * n_layer) scaling of the projections that write into the residual stream.
 
 The building blocks (`SelfAttention`, `MLP`, `Block`) take plain sizes rather than a GPTConfig so that
-other sequence models (an encoder, a seq2seq decoder) can reuse them. Module names follow GPT-2's
+other sequence models reuse them: the encoder-decoder of nets/seq2seq.py builds its encoder from
+`Block(causal=False)` with a key padding mask, and its decoder blocks from `Block` plus cross-attention. Module names follow GPT-2's
 (`transformer.h.0.attn.c_attn`, ...) so that importing/exporting Hugging Face weights is a renaming-free
 mapping (see models/hf_gpt2.py).
 """
@@ -67,6 +68,11 @@ class KVCache:
         self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
         return self.k, self.v
 
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep the cached rows `rows` (in that order, repeats allowed): beam search reorders its beams."""
+        if self.k is not None:
+            self.k, self.v = self.k.index_select(0, rows), self.v.index_select(0, rows)
+
 
 class SelfAttention(nn.Module):
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, causal: bool = True):
@@ -79,7 +85,11 @@ class SelfAttention(nn.Module):
         self.c_proj.residual_projection = True  # tells the initialiser to scale it down
         self.resid_dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, cache: Optional[KVCache] = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cache: Optional[KVCache] = None, key_padding_mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """x [B, T, C]; `key_padding_mask` [B, T_keys] is True where a key is a real token (False = padding,
+        never attended to): what an encoder over padded sources needs."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
@@ -93,6 +103,11 @@ class SelfAttention(nn.Module):
         mask, is_causal = None, self.causal and past == 0
         if self.causal and past > 0 and T > 1:
             mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+        if key_padding_mask is not None:
+            if is_causal:  # SDPA takes either is_causal or a mask: spell the triangle out to combine both
+                mask, is_causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril(), False
+            keep = key_padding_mask[:, None, None, :]  # [B, 1, 1, T_keys]: the same keys for every head and query
+            mask = keep if mask is None else mask & keep
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
         )
@@ -123,8 +138,10 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
         self.mlp = MLP(n_embd, dropout, bias)
 
-    def forward(self, x: torch.Tensor, cache: Optional[KVCache] = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache)
+    def forward(
+        self, x: torch.Tensor, cache: Optional[KVCache] = None, key_padding_mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, key_padding_mask)
         return x + self.mlp(self.ln_2(x))
 
 
