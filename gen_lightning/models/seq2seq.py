@@ -33,6 +33,7 @@ from gen_lightning.data.paired import PairedTextDataModule
 from gen_lightning.data.tokenizers import Tokenizer, tokenizer_from_json
 from gen_lightning.errors import UserError
 from gen_lightning.metrics import TokenPerplexity
+from gen_lightning.models.flops import count, meta_like, meta_twin
 from gen_lightning.models.gpt import GPTModule, _n_head_of, warmup_cosine
 from gen_lightning.models.nets.seq2seq import Seq2Seq, Seq2SeqConfig, until_stop
 from gen_lightning.strategies.sharding import parameters_are_sharded
@@ -216,6 +217,15 @@ class Seq2SeqModule(L.LightningModule):
                                label_smoothing=self.hparams.label_smoothing)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=batch.source.size(0))
         return loss
+
+    def flops_per_batch(self, batch: PairBatch) -> int:
+        """FLOPs of one training step on `batch` (encoder, decoder and head, forward + backward of the loss),
+        counted on the meta device (models/flops.py); padded positions count, as they are computed."""
+        twin = meta_twin(self)
+        source, mask, target_in, target_out = (meta_like(t) for t in (batch.source, batch.source_mask,
+                                                                       batch.target_in, batch.target_out))
+        return count(twin.net, lambda: twin.net(source, mask, target_in),
+                     lambda logits: F.cross_entropy(logits.flatten(0, 1), target_out.flatten(), ignore_index=IGNORE_INDEX))
 
     def validation_step(self, batch: PairBatch, batch_idx: int) -> None:
         logits = self.net(batch.source, batch.source_mask, batch.target_in)

@@ -26,10 +26,10 @@ def poisoned(loss: torch.Tensor, module: L.LightningModule) -> torch.Tensor:
 def install_poison() -> None:
     """Every loss of the poisoned batch becomes NaN: automatic optimization through training_step (the VAE,
     and the language models' shared base), the GAN's manual optimization through each of its optimizer steps."""
-    from gen_lightning.models import GANModule, VAEModule
+    from gen_lightning.models import GANModule, Seq2SeqModule, VAEModule
     from gen_lightning.models.language_model import LanguageModel
 
-    for cls in (VAEModule, LanguageModel):
+    for cls in (VAEModule, LanguageModel, Seq2SeqModule):
         step = cls.training_step
 
         def training_step(self, batch, batch_idx, _step=step):

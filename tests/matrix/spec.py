@@ -13,6 +13,7 @@ from pathlib import Path
 from tests.conftest import CONFIGS, REPO
 
 MATRIX_CONFIGS = Path(__file__).parent / "configs"
+MATRIX_DATA = Path(__file__).parent / "data"  # pairs.jsonl: 400 made-up functions and their summaries (seq2seq)
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,12 @@ class Family:
     sample_args: tuple = ()  # `gen-lightning sample` arguments beyond --ckpt/--out
     bad_batch: int = 5  # the batch whose losses are NaN in the NaN run (after a resume point)
     steps_per_batch: int = 1  # optimizer steps per batch (a GAN: n_critic + 1)
+    echoes_prompt: bool = True  # `sample` prints the prompt before its output (language models; not seq2seq)
+
+    @property
+    def table_media(self) -> bool:
+        """Text tables on W&B (and text from `sample`), not image grids."""
+        return not self.media_key.startswith("samples/samples")
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,22 @@ FAMILIES = {
                        "--model.block_size", "32", "--model.n_layer", "2"),
         language_model("lstm", "lstm/stdlib.yaml", "gen_lightning.models.LSTMModule",
                        "--model.n_embd", "32", "--model.n_hidden", "48"),
+        Family(
+            "seq2seq",
+            ("--config", str(CONFIGS / "seq2seq" / "code_summary.yaml"), "--data.train_file", str(MATRIX_DATA / "pairs.jsonl"),
+             "--data.max_val_pairs", "39",  # odd, and not a multiple of the batch
+             "--data.tokenizer", "byte", "--data.max_source_len", "128", "--data.max_target_len", "24",
+             "--data.batch_size", "10", "--model.vocab_size", "257", "--model.source_block_size", "128",
+             "--model.target_block_size", "25", "--model.n_encoder_layer", "1", "--model.n_decoder_layer", "1",
+             "--model.n_head", "2", "--model.n_embd", "32", "--model.num_beams", "2", "--model.max_new_tokens", "16",
+             "--model.val_generate_batches", "null", "--model.warmup_steps", "2", "--model.lr", "3e-3",
+             "--model.decay_steps", "10", "--trainer.limit_train_batches", "3", "--trainer.val_check_interval", "3"),
+            "gen_lightning.models.Seq2SeqModule", steps=10, loss_key="train/loss",
+            metrics=("val/loss", "val/perplexity", "val/bleu", "val/chrf", "val/exact_match"),
+            wandb_keys=("val/bleu", "val/chrf", "throughput/samples_per_sec", "throughput/flops_per_sec", "lr-AdamW/pg1"),
+            media_key="samples/translations", loss_drop=0.9, echoes_prompt=False,
+            sample_args=("--prompt", "def get_name(self, name):\n    return self._get(name)", "--max-new-tokens", "8"),
+        ),
     )
 }
 
@@ -107,7 +130,7 @@ STRATEGIES = {
         Strategy("zero3", "DeepSpeed ZeRO-3, 2 processes", "deepspeed_stage3.yaml", 2, ("--trainer.accelerator", "cpu", "--trainer.devices", "2"),
                  deepspeed=True),
         Strategy("fsdp", "FSDP, 2 processes", "fsdp.yaml", 2, (), unsupported={
-            "vae": FSDP_ON_CPU, "gpt": FSDP_ON_CPU, "lstm": FSDP_ON_CPU,
+            "vae": FSDP_ON_CPU, "gpt": FSDP_ON_CPU, "lstm": FSDP_ON_CPU, "seq2seq": FSDP_ON_CPU,
             "gan": "refused: FSDP wraps one module and the GAN trains two networks in turn (use DDP or DeepSpeed, "
                    "which give each network its own unit); one line on any device",
         }),
