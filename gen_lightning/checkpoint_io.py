@@ -24,7 +24,7 @@ from gen_lightning.errors import UserError
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _temporary_name(path)
     try:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
@@ -34,6 +34,35 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _temporary_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of writers that died mid-save (kill -9: `atomic_torch_save`'s cleanup never ran).
+    A file whose writer is still running on this host is left alone; checkpoints are written by global rank 0
+    only, so a writer on another host does not write into this run's folder."""
+    folder, removed = Path(folder), []
+    if not folder.is_dir():
+        return removed
+    for tmp in folder.glob(".*.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not _is_running(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> dict:

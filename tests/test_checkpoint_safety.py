@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -79,3 +80,16 @@ def test_crafted_pickle_is_refused_and_runs_nothing(tmp_path):
     # Sanity: the file really would have run code under a plain unpickler.
     torch.load(path, weights_only=False)
     assert marker.exists()
+
+
+def test_temporaries_of_dead_writers_are_removed_and_a_live_writers_kept(tmp_path):
+    from gen_lightning.checkpoint_io import remove_stale_temporaries
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".last.ckpt.tmp-{int(dead.stdout)}"
+    live = tmp_path / f".last.ckpt.tmp-{os.getpid()}"
+    other = tmp_path / ".notes.tmp-draft"  # not ours: no pid
+    for path in (stale, live, other):
+        path.write_bytes(b"x" * 10)
+    assert remove_stale_temporaries(tmp_path) == [stale]
+    assert not stale.exists() and live.exists() and other.exists()

@@ -14,6 +14,8 @@ Lightning's plain torch checkpoint I/O (single device, DDP); DeepSpeed/FSDP writ
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Optional
 
 import lightning as L
@@ -22,7 +24,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from gen_lightning.capabilities import NamesCheckpointMetric
-from gen_lightning.checkpoint_io import AtomicCheckpointIO
+from gen_lightning.data.base import end_training_epochs
+from gen_lightning.checkpoint_io import AtomicCheckpointIO, remove_stale_temporaries
+
+log = logging.getLogger(__name__)
 
 
 def chosen_metric(pl_module: L.LightningModule, callbacks: list) -> Optional[tuple[str, str]]:
@@ -46,7 +51,8 @@ class GenCheckpoint(ModelCheckpoint):
         filename: Optional[str] = None,
     ) -> None:
         self._user_monitor = monitor is not None
-        self._last_refreshed_step = -1  # step of the last `last.ckpt` written outside Lightning's own saves
+        self._last_written_step = -1  # step of the newest `last.ckpt`, whoever wrote it
+        self._resumed = False  # top-k state loaded from a checkpoint of this folder
         self._due_at_epoch_end = (False, False)  # saves of an epoch's last batch, made at the epoch's end
         super().__init__(
             dirpath=dirpath, monitor=monitor, mode=mode, save_top_k=save_top_k, save_last=save_last,
@@ -66,6 +72,32 @@ class GenCheckpoint(ModelCheckpoint):
         if type(getattr(strategy, "_checkpoint_io", None)) in (TorchCheckpointIO, type(None)):
             strategy.checkpoint_io = AtomicCheckpointIO()
         super().setup(trainer, pl_module, stage)
+        if trainer.is_global_zero and self.dirpath is not None:
+            # A writer killed mid-save leaves its full-size temporary file behind; the next run removes it.
+            remove_stale_temporaries(self.dirpath)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self._resumed = self.dirpath == state_dict.get("dirpath", self.dirpath)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        if self._resumed and trainer.is_global_zero:
+            self._remove_unknown_best_files()
+
+    def _remove_unknown_best_files(self) -> None:
+        """After a resume, the best files the restored top-k does not know: written by a run killed after its
+        top-k save and before its next last.ckpt. The resumed run redoes that step and saves them again (without
+        this, beside a `-v1` twin: save_top_k 1 would end with two best files)."""
+        prefix = (self.filename or "").split("{")[0]
+        if not prefix or not os.path.isdir(self.dirpath):
+            return
+        known = {os.path.realpath(p) for p in [*self.best_k_models, self.best_model_path, self.last_model_path] if p}
+        for name in os.listdir(self.dirpath):
+            path = os.path.join(self.dirpath, name)
+            if name.startswith(prefix) and name.endswith(self.FILE_EXTENSION) and os.path.realpath(path) not in known:
+                os.remove(path)
+                log.info("removed %s: newer than the checkpoint this run resumed from, it is made again", path)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch and not trainer.sanity_checking:
@@ -89,7 +121,7 @@ class GenCheckpoint(ModelCheckpoint):
         n = self._every_n_train_steps
         periodic = n >= 1 and trainer.global_step % n == 0 and not self._should_skip_saving_checkpoint(trainer)
         last = (self.save_last and (periodic or 0 < trainer.max_steps <= trainer.global_step)
-                and trainer.global_step not in (self._last_global_step_saved, self._last_refreshed_step))
+                and trainer.global_step != self._last_written_step)
         return periodic, bool(last)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -100,19 +132,28 @@ class GenCheckpoint(ModelCheckpoint):
         stopped_mid_epoch = not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
         if 0 < trainer.max_steps <= trainer.global_step and stopped_mid_epoch:
             return
+        if trainer.fit_loop._combined_loader is not None:  # the epoch is over: its checkpoints resume at the next
+            end_training_epochs(trainer.fit_loop._combined_loader.flattened)
         super().on_train_epoch_end(trainer, pl_module)
         topk, last = self._due_at_epoch_end
         self._due_at_epoch_end = (False, False)
         if topk:
             self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
-        if last and trainer.global_step not in (self._last_global_step_saved, self._last_refreshed_step):
+        # After the top-k save, whose state (the new best) last.ckpt must hold. Not skipped because the top-k save
+        # just marked this step as saved: that skip left last.ckpt one step behind at every epoch end (measured:
+        # a 12-step run ended with last.ckpt at step 11 beside best-step=12.ckpt).
+        if last and trainer.global_step != self._last_written_step:
             self._refresh_last(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
-        if self.save_last and not trainer.sanity_checking:
-            if trainer.global_step not in (self._last_global_step_saved, self._last_refreshed_step):
-                self._refresh_last(trainer)
+        if self.save_last and not trainer.sanity_checking and trainer.global_step != self._last_written_step:
+            self._refresh_last(trainer)
+
+    def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict) -> None:
+        super()._save_last_checkpoint(trainer, monitor_candidates)
+        if self.save_last:
+            self._last_written_step = trainer.global_step
 
     def _refresh_last(self, trainer: L.Trainer) -> None:
         # Writing last.ckpt must not mark the step as saved for the best-k logic: the validation that
@@ -120,4 +161,3 @@ class GenCheckpoint(ModelCheckpoint):
         previous = self._last_global_step_saved
         self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
         self._last_global_step_saved = previous
-        self._last_refreshed_step = trainer.global_step

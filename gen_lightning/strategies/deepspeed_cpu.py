@@ -30,6 +30,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from gen_lightning.errors import UserError
 from gen_lightning.strategies.deepspeed_engines import PerNetworkEngines
+from gen_lightning.strategies.zero_shards import check_resumable
 
 INSTALL_HINT = "DS_BUILD_OPS=0 pip install --no-build-isolation deepspeed  (or pip install 'gen-lightning[deepspeed]')"
 
@@ -97,6 +98,8 @@ class DeepSpeedCPUStrategy(PerNetworkEngines, DeepSpeedStrategy):
         from lightning.pytorch.trainer.states import TrainerFn
 
         fitting = self.lightning_module.trainer.state.fn == TrainerFn.FITTING
+        if fitting and Path(checkpoint_path).is_dir():
+            check_resumable(checkpoint_path, self.world_size)  # another world size, a missing shard: one line
         if fitting or not self.zero_stage_3 or not Path(checkpoint_path).is_dir():
             return super().load_checkpoint(checkpoint_path, weights_only)
         # Without an optimizer DeepSpeed's ZeRO-3 engine cannot read its own shards back (DeepSpeed 0.19:

@@ -36,10 +36,9 @@ from torch import nn
 
 from gen_lightning.errors import UserError
 from gen_lightning.strategies.submodule_ddp import release_units
-
-# Written into a multi-engine checkpoint folder: the tags (network names) in order, the first holds the
-# Lightning state. `convert` and `load_checkpoint` read it.
-ENGINES_FILE = "engines.txt"
+# ENGINES_FILE, written into a multi-engine checkpoint folder: the tags (network names) in order, the first holds
+# the Lightning state. `convert`, `load_checkpoint` and the resumability check read it.
+from gen_lightning.strategies.zero_shards import ENGINES_FILE
 # The first engine's client state holds the Lightning checkpoint under this one key, apart from DeepSpeed's own.
 LIGHTNING_STATE_KEY = "lightning"
 
