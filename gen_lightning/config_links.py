@@ -12,7 +12,8 @@ serves every family.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 from gen_lightning.errors import UserError
 
@@ -26,7 +27,7 @@ class Link(NamedTuple):
     source: str  # on parse: the data's init argument; on instantiate: the data object's attribute
     target: str  # the model's init argument
     apply_on: str
-    compute_fn: Optional[Callable] = None
+    compute_fn: Callable | None = None
     follows: str = ""  # what the user sets instead, for the message; default data.<source>
 
 

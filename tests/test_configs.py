@@ -1,14 +1,13 @@
 """Every YAML under configs/ against the real `gen-lightning fit` parser, alone and after each trainer file,
 and the model <- data links (gen_lightning/config_links.py) for every family.
 
-One parser for the whole module (built once, ~2 s), then one parse per combination: no training, nothing
+One parser for the session (conftest.py fit_parser, built once, ~2 s), then one parse per combination: no training, nothing
 instantiated except in the link tests. The sweep files are not CLI configs: test_sweep.py parses every
 command they generate through the sweep spec loader and the same CLI.
 """
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import pytest
@@ -23,23 +22,15 @@ TRAINERS = sorted((CONFIGS / "trainer").glob("*.yaml"))
 LOGGERS = sorted((CONFIGS / "logger").glob("*.yaml"))
 # Files included as the value of one key (`data: ../data/digits.yaml`, a list item of trainer.callbacks).
 VALUE_GROUPS = sorted([*(CONFIGS / "data").glob("*.yaml"), *(CONFIGS / "callbacks").glob("*.yaml")])
-ids = lambda p: f"{p.parent.name}/{p.stem}"  # noqa: E731
 
 
-@pytest.fixture(scope="module")
-def parser(tmp_path_factory):
-    from gen_lightning.cli import GenLightningCLI, build_cli
+def ids(path: Path) -> str:
+    return f"{path.parent.name}/{path.stem}"
 
-    class ParseOnlyCLI(GenLightningCLI):  # as gen_lightning/commands/sweep.py parse_run_config: build nothing
-        def before_instantiate_classes(self) -> None:
-            self.subcommand = None
 
-        def instantiate_classes(self) -> None:
-            return None
-
-    with warnings.catch_warnings():  # Lightning warns when `args` and sys.argv (pytest's) are both present
-        warnings.filterwarnings("ignore", message=".*args parameter is intended")
-        return build_cli(["fit", "--config", str(EXPERIMENTS[0])], cli_class=ParseOnlyCLI).parser
+@pytest.fixture
+def parser(fit_parser):
+    return fit_parser
 
 
 def parse(parser, *files: Path, extra: tuple[str, ...] = ()):
