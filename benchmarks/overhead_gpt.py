@@ -83,7 +83,6 @@ def lightning_fit(cache_dir: str, warmup: int, steps: int) -> StepClock:
         [
             "--config", str(ROOT / "configs/trainer/cpu.yaml"),
             "--config", str(ROOT / "configs/gpt/nano_stdlib.yaml"),
-            "--model.block_size", str(BLOCK),
             "--data.block_size", str(BLOCK),
             "--data.batch_size", str(BATCH),
             "--data.cache_dir", cache_dir,

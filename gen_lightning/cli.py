@@ -24,6 +24,7 @@ from gen_lightning.callbacks.preemption import PreemptionCheckpoint
 from gen_lightning.callbacks.rng_state import RNGState
 from gen_lightning import noise
 from gen_lightning.cli_errors import condense, find_user_error
+from gen_lightning.config_links import RefusesLinkedModelKeys, link_data_to_model
 from gen_lightning.errors import UserError
 from gen_lightning.preflight import check_checkpoint_family, check_checkpoint_fits, check_output_folders
 from gen_lightning.resume import resolve_last_checkpoint
@@ -32,7 +33,7 @@ import gen_lightning.strategies  # noqa: F401,E402 - registers `strategy: ddp` a
 PROG = "gen-lightning"
 
 
-class _OneLineErrorParser(LightningArgumentParser):
+class _OneLineErrorParser(RefusesLinkedModelKeys, LightningArgumentParser):
     """A config mistake is the user's: say it in one line (the key and the problem), not a usage dump."""
 
     def error(self, message: str, ex: Optional[Exception] = None):
@@ -50,6 +51,7 @@ class GenLightningCLI(LightningCLI):
         parser.add_lightning_class_args(DivergenceGuard, "divergence")
         parser.add_lightning_class_args(PreemptionCheckpoint, "preemption")
         parser.add_lightning_class_args(RNGState, "rng_state")
+        link_data_to_model(parser)
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
         # The project's progress bar (callbacks/progress_bar.py) unless the bar is off or another one is configured.

@@ -62,11 +62,17 @@ class GenWandbLogger(WandbLogger):
     ) -> None:
         """
         Args:
-            project / entity / group / tags / notes / name: where and how the run shows in W&B.
+            project: W&B project of the run.
+            name: the run's display name; None = W&B's.
+            save_dir: folder of the local W&B files (offline runs, `wandb sync` later).
             offline: None = decide: offline unless an API key is found (WANDB_API_KEY or `wandb login`).
             log_model: checkpoints as W&B artifacts: True = at the end of training (last + best),
                 "all" = every checkpoint as it is written. Offline runs keep them for `wandb sync`.
+            group: W&B group (the experiment files set their own; sweeps their name).
+            tags: W&B tags of the run.
+            notes: a description of the run shown in W&B.
             id: resume this W&B run id.
+            entity: W&B user or team owning the project; None = the logged-in user's default.
         """
         mode = wandb_mode(offline)
         if mode == "offline" and offline is None and os.environ.get("WANDB_MODE", "").lower() not in ("offline", "dryrun"):

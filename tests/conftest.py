@@ -110,3 +110,23 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         terminalreporter.write_line(line)
     if deselected:
         terminalreporter.write_line(f"{deselected} not selected (the `gpu` tests need a CUDA GPU: run them with -m gpu)")
+
+
+@pytest.fixture(scope="session")
+def fit_parser():
+    """The parser `gen-lightning fit` uses, built once (~2 s), building nothing when it parses (as the sweep's
+    parse-only CLI, gen_lightning/commands/sweep.py): parse `["fit", ...]` with it, or print a --help."""
+    import warnings
+
+    from gen_lightning.cli import GenLightningCLI, build_cli
+
+    class ParseOnlyCLI(GenLightningCLI):
+        def before_instantiate_classes(self) -> None:
+            self.subcommand = None
+
+        def instantiate_classes(self) -> None:
+            return None
+
+    with warnings.catch_warnings():  # Lightning warns when `args` and sys.argv (pytest's) are both present
+        warnings.filterwarnings("ignore", message=".*args parameter is intended")
+        return build_cli(["fit", "--config", str(CONFIGS / "vae" / "mlp_digits.yaml")], cli_class=ParseOnlyCLI).parser

@@ -24,8 +24,8 @@ TINY_VAE = ["fit", "--config", str(CONFIGS / "vae/mlp_digits.yaml"), "--model.hi
 
 def _tiny_gpt(corpus, tokenizer="byte") -> list[str]:
     return ["fit", "--config", str(CONFIGS / "gpt/nano_stdlib.yaml"), "--data.corpus", str(corpus),
-            "--data.tokenizer", tokenizer, "--data.vocab_size", "257", "--model.vocab_size", "257",
-            "--data.block_size", "16", "--model.block_size", "16", "--data.batch_size", "4", *QUIET]
+            "--data.tokenizer", tokenizer, "--data.vocab_size", "257",
+            "--data.block_size", "16", "--data.batch_size", "4", *QUIET]
 
 
 def _snapshot(folder) -> dict:
@@ -50,7 +50,7 @@ def test_corrupt_image_in_folder_dataset(cli_inprocess):
         Image.new("L", (8, 8), color=random.randint(0, 255)).save(root / "a" / f"{i}.png")
     (root / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
     result = cli_inprocess(*TINY_VAE, "--data.dataset", "folder", "--data.root", str(root), "--data.image_size", "8", "--data.channels", "1",
-                           "--model.image_size", "8", "--data.batch_size", "3", "--data.val_fraction", "0.3",
+                           "--data.batch_size", "3", "--data.val_fraction", "0.3",
                            "--trainer.max_steps", "20", "--trainer.logger", "false")
     _assert_one_line_error(result, "corrupt or unreadable image", "broken.png")
     assert not list(cli_inprocess.cwd.rglob("*.ckpt"))

@@ -78,10 +78,12 @@ def test_missing_config_file_is_one_line(cli_inprocess):
     _assert_one_line_error(result, "nope.yaml", "does not exist")
 
 
-def test_image_shape_mismatch_names_the_fix(cli_inprocess):
+def test_image_size_on_the_model_names_the_data_key(cli_inprocess):
+    # The model's image size is linked to the data's (gen_lightning/config_links.py): a mismatch cannot be
+    # configured any more, and the old key says where the value is set now.
     cli = cli_inprocess
-    result = cli("fit", "--config", VAE, "--trainer.logger", "false", "--data.image_size", "32")
-    _assert_one_line_error(result, "(1, 32, 32)", "--model.image_size 32")
+    result = cli("fit", "--config", VAE, "--trainer.logger", "false", "--model.image_size", "32")
+    _assert_one_line_error(result, "model.image_size is linked to data.image_size", "set data.image_size instead")
 
 
 def test_condense_handles_nested_union_reports():

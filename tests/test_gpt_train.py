@@ -103,7 +103,7 @@ def test_finetune_starts_from_the_pretrained_weights(pretrained, cache):
     # 5 steps at a warm-up learning rate barely move the weights: a low loss can only come from init_from.
     result = run_cli(
         ["fit", "--config", FINETUNE, "--model.init_from", last, "--trainer.max_steps", 5,
-         "--trainer.val_check_interval", 5, "--model.block_size", 32, "--data.block_size", 32,
+         "--trainer.val_check_interval", 5, "--data.block_size", 32,
          "--data.val_windows", 128, "--data.cache_dir", cache, *QUIET],
         cwd,
     )
@@ -114,13 +114,15 @@ def test_finetune_starts_from_the_pretrained_weights(pretrained, cache):
     assert ckpt["state_dict"]["net.transformer.wpe.weight"].shape == (32, 128)  # cropped from 64 positions
 
 
-def test_vocab_too_small_for_the_data_is_a_user_error(cli, tmp_path):
+def test_vocab_on_the_model_is_a_user_error_naming_the_tokenizer(cli, tmp_path):
+    # model.vocab_size is linked to the data's tokenizer: a too small one cannot be configured any more.
     corpus = tmp_path / "tiny.txt"
     corpus.write_text("print('hello')\n" * 200)
     result = cli("fit", "--config", PRETRAIN, "--model.vocab_size", 200, "--data.corpus", corpus,
                  "--data.cache_dir", tmp_path / "cache", *QUIET)
     assert result.returncode == 2, result.stderr[-2000:]
-    assert "--model.vocab_size 257" in result.stderr
+    assert ("gen-lightning: error: model.vocab_size is linked to the data's tokenizer (data.tokenizer; "
+            "data.vocab_size for bpe) now") in result.stderr
     assert "Traceback" not in result.stderr
 
 

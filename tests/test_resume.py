@@ -27,7 +27,7 @@ GAN = ["--config", CONFIGS / "gan/mlp_digits.yaml", "--model.width", "8", "--mod
 # Dropout on (RNG state), LR warm-up + cosine (scheduler state), random windows (data position).
 GPT = ["--config", CONFIGS / "gpt/nano_stdlib.yaml", "--model.dropout", "0.1", "--model.warmup_steps", "5",
        "--model.decay_steps", "24",  # else the cosine ends at max_steps, which the half run sets to 12
-       "--data.batch_size", "8", "--data.block_size", "32", "--model.block_size", "32", "--data.val_windows", "16",
+       "--data.batch_size", "8", "--data.block_size", "32", "--data.val_windows", "16",
        "--trainer.val_check_interval", "10", "--trainer.callbacks", "[]"]
 # The LSTM the same way: dropout (RNG state), warm-up + cosine, random windows; a projection (hidden != embedding).
 LSTM = ["--config", CONFIGS / "lstm/stdlib.yaml", "--model.dropout", "0.1", "--model.warmup_steps", "5",

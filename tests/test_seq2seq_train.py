@@ -49,7 +49,6 @@ def tiny_args(folder, train_file: str | None = None) -> list[str]:
         "--data.train_file", train_file or write_pairs(folder, toy_pairs()), "--data.max_val_pairs", "39",
         "--data.tokenizer", "byte", "--data.max_source_len", "128", "--data.max_target_len", "24",
         "--data.batch_size", "10", "--data.cache_dir", str(folder / "cache"),
-        "--model.vocab_size", "257", "--model.source_block_size", "128", "--model.target_block_size", "25",
         "--model.n_encoder_layer", "1", "--model.n_decoder_layer", "1", "--model.n_head", "2", "--model.n_embd", "32",
         "--model.num_beams", "2", "--model.max_new_tokens", "16", "--model.val_generate_batches", "null",
         "--model.warmup_steps", "5", "--model.lr", "3e-3",

@@ -116,6 +116,7 @@ class GenerativeMetrics(Callback):
             every_n_epochs: evaluate at the end of every N-th validation epoch (None: never by epoch).
             every_n_steps: evaluate every N optimizer steps instead (None: never by step).
             metrics: any of fid, kid, is.
+            batch_size: images generated (and passed through the extractor) per chunk; each chunk has its own seed.
             reference: real statistics .npz (mu, sigma: pytorch-fid layout) to compare against; None =
                 computed from the data and cached.
             max_real_samples: real images used for the cached statistics.
@@ -125,6 +126,8 @@ class GenerativeMetrics(Callback):
             inception_weights: the InceptionV3 weights file; None = torch hub's checkpoints dir.
             kid_subset_size: KID subset size (capped by the images available).
             kid_subsets: KID subsets; its compute costs ~4 s per 100 subsets of 1,000 on one CPU core.
+            is_splits: Inception Score splits (the mean and spread over them are logged).
+            seed: base seed of the generated chunks (the same images at every evaluation, on any number of ranks).
         """
         super().__init__()
         if num_samples < 2:

@@ -45,7 +45,8 @@ class ImageSamples(Callback):
         Args:
             every_n_steps: a grid every this many training batches (the logging step, the x-axis of the
                 losses; for a GAN one batch = n_critic + 1 optimizer steps); 0 = only at the end.
-            num_samples: images per grid; nrow: images per row.
+            num_samples: images per grid.
+            nrow: images per row of the grid (a class-conditional model: one class per row).
             seed: seed of the fixed noise.
             reconstructions: also log input/reconstruction grids for modules with `reconstruct(x)`.
         """

@@ -31,6 +31,16 @@ class TextSamples(Callback):
         top_p: Optional[float] = None,
         seed: int = 0,
     ) -> None:
+        """
+        Args:
+            prompt: the text every sample continues.
+            every_n_steps: a sample every this many optimizer steps (and one at the end of training).
+            max_new_tokens: tokens generated after the prompt.
+            temperature: divides the logits before sampling (lower: more predictable text).
+            top_k: sample among the k most likely tokens only; None = all.
+            top_p: sample among the most likely tokens whose probabilities sum to p (nucleus); None = all.
+            seed: seed of the sampling generator, re-seeded for every sample.
+        """
         self.prompt, self.every_n_steps, self.max_new_tokens = prompt, every_n_steps, max_new_tokens
         self.temperature, self.top_k, self.top_p, self.seed = temperature, top_k, top_p, seed
         self.rows: list[list] = []

@@ -92,6 +92,23 @@ class ImageDataModule(GenDataModule):
         num_workers: int = 0,
         pin_memory: Optional[bool] = None,
     ) -> None:
+        """
+        Args:
+            dataset: `digits` (scikit-learn's, bundled), `mnist`, `cifar10` (torchvision files under root),
+                `folder` (an ImageFolder: one sub-folder of images per class) or `synthetic` (Gaussian blobs).
+            root: folder of the downloaded datasets, or the image folder itself for `folder`.
+            image_size: side of the square images (resized, centre-cropped); None = the dataset's own
+                (28; cifar10 32, folder 64). The model's image_size is linked to it.
+            channels: 1 (grey) or 3 (RGB); None = the dataset's own (cifar10, folder: 3). Linked to the model's.
+            download: fetch mnist/cifar10 into root when missing (on one process per node).
+            synthetic_size: images of the `synthetic` dataset.
+            num_classes: classes of the `synthetic` dataset (the others have their own: 10, or the sub-folders).
+            batch_size: samples per batch on each process (the global batch is this times the processes).
+            val_fraction: share held out for validation, between 0 and 1.
+            seed: seed of the train/validation split (and of the synthetic images).
+            num_workers: DataLoader worker processes per rank; 0 = load in the training process.
+            pin_memory: page-locked batches for faster host-to-GPU copies; None = on exactly when CUDA is usable.
+        """
         super().__init__(batch_size, val_fraction, seed, num_workers, pin_memory)
         if dataset not in _DEFAULTS:
             raise UserError(f"data.dataset must be one of {sorted(_DEFAULTS)}, got '{dataset}'")

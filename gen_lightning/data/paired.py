@@ -161,6 +161,11 @@ class PairedTextDataModule(GenDataModule):
             max_train_pairs: use only the first this many training pairs (quick experiments).
             max_val_pairs: use only the first this many validation pairs.
             cache_dir: where the token files and the trained tokenizer are kept.
+            batch_size: samples per batch on each process (the global batch is this times the processes).
+            val_fraction: share of train_file's pairs (the last ones) held out for validation when there is no val_file.
+            seed: seed of the training batches' shuffling (length buckets and their order).
+            num_workers: DataLoader worker processes per rank; 0 = load in the training process.
+            pin_memory: page-locked batches for faster host-to-GPU copies; None = on exactly when CUDA is usable.
         """
         super().__init__(batch_size, val_fraction, seed, num_workers, pin_memory)
         if max_source_len < 1 or max_target_len < 1:

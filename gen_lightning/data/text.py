@@ -201,6 +201,11 @@ class TextDataModule(GenDataModule):
             val_windows: cap on validation windows (None = the whole validation split).
             max_chars: read only this many characters of the corpus (quick experiments).
             cache_dir: where token files and the trained tokenizer are kept.
+            batch_size: samples per batch on each process (the global batch is this times the processes).
+            val_fraction: share held out for validation, between 0 and 1.
+            seed: seed of the random training windows (fresh offsets each epoch from (seed, epoch)).
+            num_workers: DataLoader worker processes per rank; 0 = load in the training process.
+            pin_memory: page-locked batches for faster host-to-GPU copies; None = on exactly when CUDA is usable.
         """
         super().__init__(batch_size, val_fraction, seed, num_workers, pin_memory)
         if block_size < 1:

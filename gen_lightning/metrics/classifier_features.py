@@ -67,7 +67,7 @@ def classifier_fit_args(datamodule, path: Path, root_dir: Path, max_epochs: Opti
     return [
         "fit", "--seed_everything=0",
         "--model=gen_lightning.models.classifier.ClassifierModule",
-        f"--model.image_size={size}", f"--model.channels={channels}", f"--model.num_classes={datamodule.num_classes}",
+        f"--model.num_classes={datamodule.num_classes}",  # image_size/channels: linked from the data's
         f"--model.export_path={path}",
         "--data=gen_lightning.data.ImageDataModule",
         f"--data.dataset={datamodule.dataset}", f"--data.root={datamodule.root}", f"--data.image_size={size}",

@@ -70,7 +70,12 @@ class ClassifierModule(L.LightningModule):
     ) -> None:
         """
         Args:
+            image_size: side of the (square) images; linked from data.image_size by the CLI.
+            channels: image channels; linked from data.channels by the CLI.
+            num_classes: classes of the dataset (the output layer's size).
             feature_dim: width of the penultimate layer (the FID/KID feature size).
+            lr: Adam learning rate.
+            weight_decay: Adam's L2 weight decay.
             max_shift: random translation of training images by up to this many pixels (augmentation).
             export_path: where to write the trained evaluator at the end of fit (None: not written).
         """

@@ -76,7 +76,10 @@ class GANModule(L.LightningModule):
         """
         Args:
             net: `mlp` (noise 100 -> 784, the classic MNIST GAN) or `dcgan` (image sides 16, 28, 32, 64).
+            image_size: side of the (square) images; linked from data.image_size by the CLI.
+            channels: image channels; linked from data.channels by the CLI.
             num_classes: > 0 makes both nets class-conditional on the batch labels; 0 = unconditional.
+            latent_dim: size of the generator's noise vector z.
             width: base width; dcgan: channels of the widest-resolution conv layer (64 as in the paper);
                 mlp: hidden layers are 4/8/16 x width in G and 8/4 x width in D.
             d_norm: batch norm in the discriminator (`batch`, DCGAN) or none; wgan-gp needs `none`
@@ -85,7 +88,10 @@ class GANModule(L.LightningModule):
             n_critic: discriminator steps per generator step (WGAN-GP paper: 5).
             gp_weight: weight of the wgan-gp gradient penalty (paper: 10).
             r1_gamma: weight gamma of the R1 penalty gamma/2 * |grad D(real)|^2; 0 = off.
-            g_lr, d_lr, g_betas, d_betas: Adam settings of each network (DCGAN: 2e-4, (0.5, 0.999)).
+            g_lr: the generator's Adam learning rate (DCGAN: 2e-4).
+            d_lr: the discriminator's Adam learning rate (DCGAN: 2e-4).
+            g_betas: the generator's Adam betas (DCGAN: (0.5, 0.999)).
+            d_betas: the discriminator's Adam betas (DCGAN: (0.5, 0.999)).
             grad_clip: clip each network's gradient norm to this value before its step; 0 = off.
             ema_decay: keep an exponential moving average of the generator with this decay (e.g. 0.999)
                 and sample/evaluate with it; 0 = off (tiny runs are too short for an average to help).

@@ -52,10 +52,17 @@ class GPTModule(LanguageModel):
         Args:
             size: named architecture (nano: 4 layers, 4 heads, 128 wide; gpt2*: OpenAI's GPT-2 sizes);
                 n_layer / n_head / n_embd override its numbers.
-            block_size: longest context in tokens (learned positions); must be >= data.block_size.
-            vocab_size: token ids the model knows; must cover the data's (byte: 257; bpe: data.vocab_size).
+            n_layer: Transformer blocks; None = the size's.
+            n_head: attention heads per block; None = the size's.
+            n_embd: width of the residual stream; None = the size's.
+            block_size: longest context in tokens (learned positions); linked from data.block_size by the CLI.
+            vocab_size: token ids the model knows; linked from the data's tokenizer by the CLI.
+            dropout: dropout probability in attention, MLP and embeddings (0 for pre-training on much data).
+            bias: biases in the linear layers and LayerNorms (GPT-2: True).
+            lr: peak AdamW learning rate, reached after the warm-up.
             min_lr: floor of the cosine decay; default lr / 10.
             weight_decay: AdamW decay, applied to 2-D weights only (not biases, LayerNorm gains).
+            betas: AdamW betas (GPT-2: (0.9, 0.95)).
             warmup_steps: optimizer steps of linear LR warm-up.
             decay_steps: optimizer step where the cosine reaches min_lr; default the run's total steps.
             compile: torch.compile the network (faster steps after a one-off compile).

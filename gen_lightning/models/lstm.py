@@ -41,7 +41,7 @@ class LSTMModule(LanguageModel):
     ) -> None:
         """
         Args:
-            vocab_size: token ids the model knows; must cover the data's (byte: 257; bpe: data.vocab_size).
+            vocab_size: token ids the model knows; linked from the data's tokenizer by the CLI.
             n_embd: token embedding width; the output layer is the same matrix (tied).
             n_hidden: LSTM state width; when it differs from n_embd a linear projection maps it to n_embd.
             n_layer: stacked LSTM layers.

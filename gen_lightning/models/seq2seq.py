@@ -73,10 +73,11 @@ class Seq2SeqModule(L.LightningModule):
             n_decoder_layer: decoder blocks (causal self-attention + cross-attention + MLP).
             n_head: attention heads (n_embd must be divisible by it).
             n_embd: width of both stacks (the decoder's token embedding is its output head).
-            source_block_size: encoder positions; must be >= data.max_source_len.
-            target_block_size: decoder positions; must be >= data.max_target_len + 1 (the start token).
-            vocab_size: token ids the model knows; must cover the data's (byte: 257; bpe: data.vocab_size).
+            source_block_size: encoder positions; linked from data.max_source_len by the CLI.
+            target_block_size: decoder positions; linked from data.max_target_len + 1 (the start token) by the CLI.
+            vocab_size: token ids the model knows; linked from the data's tokenizer by the CLI.
             dropout: dropout on embeddings, attention and residual branches.
+            bias: biases in the linear layers and LayerNorms.
             label_smoothing: share of each target's probability spread over all ids (Szegedy et al. 2016).
             word_dropout: in training, share of the decoder's input tokens replaced by the end-of-text id
                 (target-side word dropout, Sennrich et al. 2016): the decoder then leans on the source sooner.

@@ -50,8 +50,8 @@ class VAEModule(L.LightningModule):
         """
         Args:
             net: `mlp` (784-400-20, the classic VAE) or `conv`.
-            image_size: side of the (square) images; must match the data's.
-            channels: image channels; must match the data's.
+            image_size: side of the (square) images; linked from data.image_size by the CLI.
+            channels: image channels; linked from data.channels by the CLI.
             num_classes: > 0 conditions encoder and decoder on the batch labels (conditional VAE); 0 = unconditional.
             latent_dim: size of z.
             hidden_dim: width of the hidden layer (mlp) / of the fully connected layer after the convs (conv).

@@ -96,7 +96,7 @@ FAMILIES = {
             media_key="samples/samples", loss_drop=0.98, steps_per_batch=2,
         ),
         language_model("gpt", "gpt/nano_stdlib.yaml", "gen_lightning.models.GPTModule",
-                       "--model.block_size", "32", "--model.n_layer", "2"),
+                       "--model.n_layer", "2"),
         language_model("lstm", "lstm/stdlib.yaml", "gen_lightning.models.LSTMModule",
                        "--model.n_embd", "32", "--model.n_hidden", "48"),
         Family(
@@ -104,8 +104,7 @@ FAMILIES = {
             ("--config", str(CONFIGS / "seq2seq" / "code_summary.yaml"), "--data.train_file", str(MATRIX_DATA / "pairs.jsonl"),
              "--data.max_val_pairs", "39",  # odd, and not a multiple of the batch
              "--data.tokenizer", "byte", "--data.max_source_len", "128", "--data.max_target_len", "24",
-             "--data.batch_size", "10", "--model.vocab_size", "257", "--model.source_block_size", "128",
-             "--model.target_block_size", "25", "--model.n_encoder_layer", "1", "--model.n_decoder_layer", "1",
+             "--data.batch_size", "10", "--model.n_encoder_layer", "1", "--model.n_decoder_layer", "1",
              "--model.n_head", "2", "--model.n_embd", "32", "--model.num_beams", "2", "--model.max_new_tokens", "16",
              "--model.val_generate_batches", "null", "--model.warmup_steps", "2", "--model.lr", "3e-3",
              "--model.decay_steps", "10", "--trainer.limit_train_batches", "3", "--trainer.val_check_interval", "3"),
