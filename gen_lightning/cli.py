@@ -22,7 +22,7 @@ from gen_lightning.callbacks import GenCheckpoint, GenLearningRateMonitor, GenTh
 from gen_lightning.callbacks.divergence import DivergenceGuard
 from gen_lightning.callbacks.preemption import PreemptionCheckpoint
 from gen_lightning.callbacks.rng_state import RNGState
-from gen_lightning import noise
+from gen_lightning import dead_rank, noise
 from gen_lightning.cli_errors import condense, find_user_error
 from gen_lightning.config_links import RefusesLinkedModelKeys, link_data_to_model
 from gen_lightning.errors import UserError
@@ -92,6 +92,7 @@ def _trainer_defaults() -> dict:
 def build_cli(args: Optional[list[str]] = None, run: bool = True,
               cli_class: type[GenLightningCLI] = GenLightningCLI) -> GenLightningCLI:
     noise.install()  # before parsing: jsonargparse may import DeepSpeed (gen_lightning/noise.py)
+    dead_rank.install()  # a rank that dies is one line on the others, not a traceback (gen_lightning/dead_rank.py)
     return cli_class(
         model_class=LightningModule,
         datamodule_class=LightningDataModule,

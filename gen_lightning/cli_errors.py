@@ -60,7 +60,7 @@ def find_user_error(err: BaseException) -> Optional[UserError]:
     clipping asked of a manually optimized GAN), so it is reported the same way."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    seen = set()
+    original, seen = err, set()
     while err is not None and id(err) not in seen:
         if isinstance(err, UserError):
             return err
@@ -68,4 +68,7 @@ def find_user_error(err: BaseException) -> Optional[UserError]:
             return UserError(" ".join(str(err).split()))
         seen.add(id(err))
         err = err.__cause__ or err.__context__
-    return None
+    from gen_lightning.dead_rank import lost_peer
+
+    line = lost_peer(original)  # not a mistake, but a fault with one thing to say: which rank died, what is saved
+    return UserError(line) if line else None

@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from gen_lightning.capabilities import NamesCheckpointMetric
+from gen_lightning import dead_rank
 from gen_lightning.data.base import end_training_epochs
 from gen_lightning.checkpoint_io import AtomicCheckpointIO, remove_stale_temporaries
 
@@ -100,6 +101,7 @@ class GenCheckpoint(ModelCheckpoint):
                 log.info("removed %s: newer than the checkpoint this run resumed from, it is made again", path)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        dead_rank.note_progress(trainer.global_step)
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch and not trainer.sanity_checking:
             # A checkpoint of an epoch's last batch, taken here, resumes one epoch ahead (Lightning 2.6 restarts
             # it as if the epoch had been closed and counted; measured: the next epoch's windows/shuffle came from
@@ -154,6 +156,7 @@ class GenCheckpoint(ModelCheckpoint):
         super()._save_last_checkpoint(trainer, monitor_candidates)
         if self.save_last:
             self._last_written_step = trainer.global_step
+            dead_rank.note_last_checkpoint(self.last_model_path, trainer.global_step)
 
     def _refresh_last(self, trainer: L.Trainer) -> None:
         # Writing last.ckpt must not mark the step as saved for the best-k logic: the validation that
