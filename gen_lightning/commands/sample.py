@@ -22,6 +22,7 @@ import torch
 
 from gen_lightning.capabilities import GeneratesText, SamplesImages, SamplesImagesByClass, TranslatesText
 from gen_lightning.errors import UserError
+from gen_lightning.outputs import check_output_file
 
 
 def _device(name: str) -> torch.device:
@@ -92,12 +93,15 @@ def _parser() -> argparse.ArgumentParser:
     image.add_argument("--labels", default=None,
                        help="class-conditional models: the class of each image (3,3,7 = three images), or 'all' = "
                             "one row of --nrow images per class; default: classes 0, 1, ... in turn")
-    image.add_argument("--out", default="samples.png", help="PNG file to write")
+    image.add_argument("--out", default=None, help="PNG file to write (default samples.png)")
+    image.add_argument("--overwrite", action="store_true", help="replace the --out file if it exists")
     return p
 
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    if args.out is not None:  # named: checked before the model is loaded (the default only if images are drawn)
+        check_output_file(args.out, "--out", args.overwrite)
     device = _device(args.device)
     model = load_module(args.ckpt, device)
     if isinstance(model, TranslatesText):  # encoder-decoder: --prompt is the source, the output its target
@@ -178,9 +182,9 @@ def _sample_images(model, args, generator: torch.Generator) -> int:
     n = len(labels) if labels is not None else (64 if args.n is None else args.n)
     if n < 1:
         raise UserError(f"--n must be >= 1, got {n}")
+    out = check_output_file(args.out or "samples.png", "--out", args.overwrite)
     with torch.no_grad():
         images = model.sample(n, generator=generator) if labels is None else model.sample(n, generator=generator, labels=labels)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     images = (images.float().cpu().clamp(-1, 1) + 1) / 2  # [-1, 1] -> [0, 1]
     save_image(images, out, nrow=nrow or max(1, round(n ** 0.5)), padding=2)
