@@ -51,7 +51,7 @@ class GenLightningCLI(LightningCLI):
         parser.add_lightning_class_args(DivergenceGuard, "divergence")
         parser.add_lightning_class_args(PreemptionCheckpoint, "preemption")
         parser.add_lightning_class_args(RNGState, "rng_state")
-        parser.add_argument("--overwrite", type=bool, default=False,
+        parser.add_argument("--overwrite", action="store_true",
                             help="start a run under the id of an existing run (replaces its config.yaml and summary.json)")
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
@@ -142,7 +142,10 @@ def main(argv: Optional[list[str]] = None) -> None:
             sys.exit(_run_extra_verb(args[0], args[1:]))
         if args in (["-h"], ["--help"]):
             print(f"extra verbs: {', '.join(extra_verbs()) or 'none'} (gen-lightning VERB --help)\n")
-        build_cli(prepare_args(args))  # --config files checked, `--key -1e-3` joined (cli_args.py)
+        args = prepare_args(args)  # --config files checked, `--key -1e-3` joined (cli_args.py)
+        if argv is None:
+            sys.argv[1:] = args  # Lightning reads sys.argv itself (and warns when given both)
+        build_cli(None if argv is None else args)
         _close_process_group()
     except Exception as err:  # noqa: BLE001 - only user mistakes are turned into one line
         user_error = find_user_error(err)

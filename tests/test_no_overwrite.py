@@ -145,7 +145,7 @@ def test_overwrite_starts_the_run_again_and_last_takes_its_checkpoint(tmp_path, 
     folder = _existing_run(tmp_path)
     os.utime(folder / "checkpoints" / "last.ckpt", (1e9, 1e9))  # written long ago
     main(["fit", "--config", VAE, *QUIET, "--trainer.max_steps", "1", "--model.hidden_dim", "16",
-          "--model.latent_dim", "2", "--trainer.logger.init_args.id", "r1", "--overwrite", "true"])
+          "--model.latent_dim", "2", "--trainer.logger.init_args.id", "r1", "--overwrite"])
     assert (folder / "config.yaml").read_text() != "model: {lr: 0.001}\n"
     # Whether Lightning replaced last.ckpt or wrote last-v1.ckpt beside it, `--ckpt_path last` takes this run's.
     assert torch.load(newest_last(folder / "checkpoints"), weights_only=True)["global_step"] == 1

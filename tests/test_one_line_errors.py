@@ -263,3 +263,10 @@ def test_only_a_full_disk_among_os_errors_is_one_line():
     wrapped = RuntimeError("saving failed")
     wrapped.__cause__ = OSError(errno.ENOSPC, "No space left on device")
     assert str(find_user_error(wrapped)).startswith("No space left on device;")
+
+
+def test_negative_learning_rate_through_the_console_script(cli):
+    # The real process: main() reads sys.argv itself (the joined `--model.lr=-1e-3` goes back into it).
+    result = cli("fit", "--config", VAE, "--trainer.logger", "false", "--model.lr", "-1e-3")
+    _assert_one_line_error(result, "model.lr must be > 0, got -0.001")
+    assert "not recommended to provide both args and command line arguments" not in result.stderr
