@@ -73,10 +73,13 @@ def prepare_args(args: list[str]) -> list[str]:
     i = 0
     while i < len(args):
         arg = args[i]
-        if arg == "--config" and i + 1 < len(args) or arg.startswith("--config="):
-            value = arg.split("=", 1)[1] if "=" in arg else args[i + 1]
-            if Path(value).is_file():  # jsonargparse also takes inline YAML, and names a missing file itself
-                check_yaml_file(value)
+        key, equals, value = arg.partition("=")
+        if not equals and i + 1 < len(args):
+            value = args[i + 1]
+        # `--config FILE`, and a YAML file given to any key (`--model model.yaml`); jsonargparse also takes
+        # inline YAML, and names a missing file itself.
+        if _KEY.fullmatch(key) and (key == "--config" or value.endswith((".yaml", ".yml"))) and Path(value).is_file():
+            check_yaml_file(value, option=key)
         if _KEY.fullmatch(arg) and i + 1 < len(args) and _NUMBER.fullmatch(args[i + 1]):
             out.append(f"{arg}={args[i + 1]}")
             i += 2

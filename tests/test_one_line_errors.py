@@ -44,6 +44,13 @@ def test_yaml_mistake_names_file_line_and_problem(cli_inprocess, text, fragments
     assert not (cli_inprocess.cwd / "runs").exists()
 
 
+def test_yaml_file_given_to_a_key_is_checked_too(cli_inprocess):
+    (cli_inprocess.cwd / "model.yaml").write_text("class_path: gen_lightning.models.VAEModule\ninit_args:\n  lr: 1.0e-3\n"
+                                                   "  lr: 2.0e-3\n")
+    result = cli_inprocess("fit", "--config", VAE, "--model", "model.yaml", "--trainer.logger", "false")
+    _assert_one_line_error(result, "--model model.yaml:4:3", "duplicate key 'lr'")
+
+
 def test_sweep_file_with_a_duplicate_key_names_the_line(cli_inprocess):
     sweep = cli_inprocess.cwd / "s.yaml"
     sweep.write_text(sweep_text() + "method: random\n")
@@ -180,6 +187,16 @@ def test_sample_out_under_a_file(cli_inprocess):
     (cli_inprocess.cwd / "occupied").write_text("a file")
     result = cli_inprocess("sample", "--ckpt", "missing.ckpt", "--out", "occupied/grid.png")
     _assert_one_line_error(result, "occupied/grid.png", "is a file, not a folder")
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda path: path.mkdir(), "is a folder, not a checkpoint file or a Hugging Face GPT-2 export"),
+    (lambda path: torch.save([1, 2], path), "is not a Lightning checkpoint (it holds a list, not a dict)"),
+], ids=["folder", "not-a-dict"])
+def test_sample_ckpt_that_is_no_checkpoint(cli_inprocess, make, fragment):
+    make(cli_inprocess.cwd / "odd.ckpt")
+    result = cli_inprocess("sample", "--ckpt", "odd.ckpt")
+    _assert_one_line_error(result, "--ckpt 'odd.ckpt'", fragment)
 
 
 def test_export_out_file(cli_inprocess):

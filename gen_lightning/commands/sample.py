@@ -41,13 +41,20 @@ def load_module(path: str, device: str | torch.device = "cpu"):
     source = Path(path).expanduser()
     if is_hf_gpt2_dir(source):
         return _gpt_from_hf_dir(source).to(device).eval()
+    if source.is_dir():
+        raise UserError(f"--ckpt '{path}' is a folder, not a checkpoint file or a Hugging Face GPT-2 export (config.json "
+                        f"+ model.safetensors); give a .ckpt file (runs/<project>/<run>/checkpoints/)")
     if not source.is_file():
         raise UserError(f"--ckpt '{path}' does not exist; give a .ckpt file (runs/<project>/<run>/checkpoints/)")
     try:
         # mmap: only the hyper-parameters are read here, not the weights.
-        hparams = torch.load(source, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters", {})
+        checkpoint = torch.load(source, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
         raise UserError(f"--ckpt '{path}' is not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(checkpoint, dict):
+        raise UserError(f"--ckpt '{path}' is not a Lightning checkpoint (it holds a {type(checkpoint).__name__}, not a "
+                        f"dict); give a .ckpt file written by `gen-lightning fit`")
+    hparams = checkpoint.get("hyper_parameters", {})
     class_path = hparams.get("_class_path")
     if not class_path:
         raise UserError(f"--ckpt '{path}' does not name its model class (not written by `gen-lightning fit`)")
