@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gen_lightning.errors import check_learning_rates
 from gen_lightning.metrics.means import WeightedMeans
 from gen_lightning.models.image_family import check_image_shape
-from gen_lightning.errors import check_learning_rates
 
 # Epochs of the reference recipe; configs/evaluator/digits_classifier.yaml uses the same number.
 DEFAULT_EPOCHS = 15

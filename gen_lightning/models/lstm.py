@@ -20,9 +20,9 @@ from typing import Optional
 
 import torch
 
+from gen_lightning.errors import check_learning_rates
 from gen_lightning.models.language_model import LanguageModel
 from gen_lightning.models.nets.lstm import LSTMLM, LSTMConfig
-from gen_lightning.errors import check_learning_rates
 
 
 class LSTMModule(LanguageModel):
