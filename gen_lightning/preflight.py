@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
@@ -59,7 +60,8 @@ def _named_run_folder(trainer: L.Trainer) -> tuple[Optional[Path], str]:
 
 def check_new_run(trainer: L.Trainer, ckpt_path: Optional[str], overwrite: bool) -> None:
     """A run started with the id of an existing run, and no --ckpt_path, would replace that run's config.yaml
-    and summary.json, keep its checkpoints and add `last-v1.ckpt` beside them: refused unless --overwrite."""
+    and summary.json and write its checkpoints among the old ones (`last-v1.ckpt` beside `last.ckpt`, or over
+    it; stale `best-*` files): refused unless --overwrite."""
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
     if ckpt_path or overwrite:
@@ -121,7 +123,8 @@ def check_checkpoint_contents(ckpt_path: str, checkpoint: Any, subcommand: Optio
         raise UserError(f"checkpoint '{ckpt_path}' cannot be used{resume}: it has {', '.join(missing)} (written with "
                         f"save_weights_only, or not by Lightning); give a full checkpoint such as last.ckpt")
     version = str(checkpoint["pytorch-lightning_version"])
-    if subcommand == "fit" and int(version.split(".")[0] or 0) < 2:
+    major = re.match(r"\d+", version)
+    if subcommand == "fit" and (major is None or int(major.group()) < 2):
         raise UserError(f"checkpoint '{ckpt_path}' was written by Lightning {version}; resuming needs a checkpoint of "
                         f"Lightning 2.x (its loop and data-loader state); use it to validate, test or sample, or "
                         f"resume from a checkpoint of a current run")
