@@ -78,7 +78,8 @@ def prepare_args(args: list[str]) -> list[str]:
             value = args[i + 1]
         # `--config FILE`, and a YAML file given to any key (`--model model.yaml`); jsonargparse also takes
         # inline YAML, and names a missing file itself.
-        if _KEY.fullmatch(key) and (key == "--config" or value.endswith((".yaml", ".yml"))) and Path(value).is_file():
+        config = key in ("--config", "-c")  # LightningCLI's short form too
+        if (config or _KEY.fullmatch(key) and value.endswith((".yaml", ".yml"))) and Path(value).is_file():
             check_yaml_file(value, option=key)
         if _KEY.fullmatch(arg) and i + 1 < len(args) and _NUMBER.fullmatch(args[i + 1]):
             out.append(f"{arg}={args[i + 1]}")

@@ -37,7 +37,7 @@ def test_yaml_mistake_names_file_line_and_problem(cli_inprocess, text, fragments
     bad = cli_inprocess.cwd / "bad.yaml"
     bad.write_text(text)
     before = _unchanged(bad)
-    for spelling in (["--config", "bad.yaml"], ["--config=bad.yaml"]):
+    for spelling in (["--config", "bad.yaml"], ["--config=bad.yaml"], ["-c", "bad.yaml"]):
         result = cli_inprocess("fit", "--config", VAE, *spelling, "--trainer.logger", "false")
         _assert_one_line_error(result, *fragments)
     assert _unchanged(bad) == before
