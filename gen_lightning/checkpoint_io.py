@@ -68,6 +68,8 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
 def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     """torch.load with weights_only=True, and one clear line for a missing, truncated or unsafe file."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"checkpoint '{path}' is a folder, not a checkpoint file; give a .ckpt file")
     if not path.is_file():
         raise UserError(f"checkpoint '{path}' does not exist; check the path")
     try:

@@ -23,10 +23,11 @@ from gen_lightning.callbacks.divergence import DivergenceGuard
 from gen_lightning.callbacks.preemption import PreemptionCheckpoint
 from gen_lightning.callbacks.rng_state import RNGState
 from gen_lightning import dead_rank, noise
+from gen_lightning.cli_args import prepare_args
 from gen_lightning.cli_errors import condense, find_user_error
 from gen_lightning.config_links import RefusesLinkedModelKeys, link_data_to_model
 from gen_lightning.errors import UserError
-from gen_lightning.preflight import check_checkpoint_family, check_checkpoint_fits, check_output_folders
+from gen_lightning.preflight import check_checkpoint_family, check_checkpoint_fits, check_new_run, check_output_folders
 from gen_lightning.resume import resolve_last_checkpoint
 import gen_lightning.strategies  # noqa: F401,E402 - registers `strategy: ddp` as SubmoduleDDPStrategy (GAN-ready)
 
@@ -52,6 +53,8 @@ class GenLightningCLI(LightningCLI):
         parser.add_lightning_class_args(PreemptionCheckpoint, "preemption")
         parser.add_lightning_class_args(RNGState, "rng_state")
         link_data_to_model(parser)
+        parser.add_argument("--overwrite", action="store_true",
+                            help="start a run under the id of an existing run (replaces its config.yaml and summary.json)")
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
         # The project's progress bar (callbacks/progress_bar.py) unless the bar is off or another one is configured.
@@ -70,11 +73,13 @@ class GenLightningCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         if subcommand:
             resolve_last_checkpoint(self.config[subcommand])
-            check_checkpoint_family(self.config[subcommand].get("ckpt_path"), self.config[subcommand].get("model"))
+            check_checkpoint_family(self.config[subcommand].get("ckpt_path"), self.config[subcommand].get("model"), subcommand)
         super()._parse_ckpt_path()
 
     def _preflight(self) -> None:
         check_output_folders(self.trainer)
+        check_new_run(self.trainer, self.config_init[self.subcommand].get("ckpt_path"),
+                      bool(self.config_init[self.subcommand].get("overwrite")))
         check_checkpoint_fits(self.config_init[self.subcommand].get("ckpt_path"), self.model)
 
     # Before anything is written: unwritable output folders, unreadable or foreign checkpoints.
@@ -140,7 +145,10 @@ def main(argv: Optional[list[str]] = None) -> None:
             sys.exit(_run_extra_verb(args[0], args[1:]))
         if args in (["-h"], ["--help"]):
             print(f"extra verbs: {', '.join(extra_verbs()) or 'none'} (gen-lightning VERB --help)\n")
-        build_cli(argv)  # None: Lightning reads sys.argv itself
+        args = prepare_args(args)  # --config files checked, `--key -1e-3` joined (cli_args.py)
+        if argv is None:
+            sys.argv[1:] = args  # Lightning reads sys.argv itself (and warns when given both)
+        build_cli(None if argv is None else args)
         _close_process_group()
     except Exception as err:  # noqa: BLE001 - only user mistakes are turned into one line
         user_error = find_user_error(err)

@@ -57,7 +57,11 @@ def find_user_error(err: BaseException) -> Optional[UserError]:
     """The UserError behind `err`, if any: jsonargparse and Lightning wrap exceptions in their own.
 
     Lightning's MisconfigurationException is by definition a settings mistake (e.g. automatic gradient
-    clipping asked of a manually optimized GAN), so it is reported the same way."""
+    clipping asked of a manually optimized GAN), so it is reported the same way. So is a full disk
+    (ENOSPC): nothing to debug, and every checkpoint is written to a temporary file and renamed
+    (checkpoint_io.py), so the last complete one is intact."""
+    import errno
+
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     original, seen = err, set()
@@ -66,6 +70,10 @@ def find_user_error(err: BaseException) -> Optional[UserError]:
             return err
         if isinstance(err, MisconfigurationException):
             return UserError(" ".join(str(err).split()))
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            where = f" (writing '{err.filename}')" if err.filename else ""
+            return UserError(f"No space left on device{where}; the last complete checkpoint is intact: free some "
+                             f"space, then continue with --ckpt_path last")
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     from gen_lightning.dead_rank import lost_peer

@@ -75,6 +75,10 @@ class GenWandbLogger(WandbLogger):
             entity: W&B user or team owning the project; None = the logged-in user's default.
         """
         mode = wandb_mode(offline)
+        if mode == "online" and not has_wandb_credentials():  # wandb itself would prompt, or fail mid-start
+            asked = "WANDB_MODE=online" if os.environ.get("WANDB_MODE", "").lower() == "online" else "logger offline=false"
+            raise UserError(f"W&B: {asked} but no API key found (WANDB_API_KEY or `wandb login`); log in, or log "
+                            f"offline with WANDB_MODE=offline (upload later with `wandb sync`)")
         if mode == "offline" and offline is None and os.environ.get("WANDB_MODE", "").lower() not in ("offline", "dryrun"):
             rank_zero_warn(
                 f"W&B: no API key found, logging offline under {save_dir}/wandb; upload later with "

@@ -15,6 +15,7 @@ warn, and train from scratch in yet another run. Here, before anything is built:
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,13 +24,28 @@ from gen_lightning.errors import UserError
 LAST = "last.ckpt"
 
 
+_LAST_VERSION = re.compile(r"last(?:-v(\d+))?\.ckpt")
+
+
+def newest_last(checkpoints: Path) -> Path:
+    """`checkpoints/last.ckpt`, or the newest of `last.ckpt`, `last-v1.ckpt`, ... when Lightning's checkpoint
+    callback added versions (it does when a run writes into a folder that already has a `last.ckpt`: a run
+    started again with --overwrite): the most recently written one, the higher version on a tie. Never an older
+    `last.ckpt` over a newer `last-vN.ckpt`."""
+    found = [p for p in checkpoints.glob("last*.ckpt") if _LAST_VERSION.fullmatch(p.name)] if checkpoints.is_dir() else []
+    if not found:
+        return checkpoints / LAST
+    return max(found, key=lambda p: (p.stat().st_mtime_ns, int(_LAST_VERSION.fullmatch(p.name).group(1) or 0)))
+
+
 def _first_logger(trainer_config: Any) -> Any:
     logger = trainer_config.get("logger")
     return logger[0] if isinstance(logger, list) and logger else logger
 
 
 def _run_id_with_newest_last(project_dir: Path) -> Optional[str]:
-    found = [p for p in project_dir.glob(f"*/checkpoints/{LAST}") if p.exists()]  # a DeepSpeed checkpoint is a folder
+    found = [newest_last(folder) for folder in project_dir.glob("*/checkpoints")]
+    found = [p for p in found if p.exists()]  # a DeepSpeed checkpoint is a folder
     if not found:
         return None
     return max(found, key=lambda p: p.stat().st_mtime).parent.parent.name
@@ -43,7 +59,7 @@ def resolve_last_checkpoint(config: Any) -> None:
     logger = _first_logger(config.trainer)
     init_args = logger.get("init_args") if hasattr(logger, "get") else None
     if dirpath:
-        last = Path(dirpath) / LAST
+        last = newest_last(Path(dirpath))
         where = f"--checkpoint.dirpath {dirpath}"
     elif init_args is not None and "project" in init_args and "id" in init_args:  # a W&B logger
         project_dir = Path(init_args.get("save_dir") or config.trainer.get("default_root_dir") or ".") / init_args.project
@@ -52,10 +68,10 @@ def resolve_last_checkpoint(config: Any) -> None:
             raise UserError(f"--ckpt_path last: no run under {project_dir}/ has checkpoints/{LAST}; start a "
                             f"new run without --ckpt_path, or give a checkpoint file: --ckpt_path PATH")
         init_args.id = run_id  # continue the same W&B run, in the same run folder
-        last = project_dir / run_id / "checkpoints" / LAST
+        last = newest_last(project_dir / run_id / "checkpoints")
         where = f"run {run_id}"
     elif not logger:
-        last = Path(config.trainer.get("default_root_dir") or ".") / "checkpoints" / LAST
+        last = newest_last(Path(config.trainer.get("default_root_dir") or ".") / "checkpoints")
         where = "--trainer.default_root_dir"
     else:
         return  # another logger: its folder is only known once built; Lightning resolves "last"

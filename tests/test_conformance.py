@@ -78,7 +78,7 @@ class Cell:
             return path
         from gen_lightning.commands.convert import convert
 
-        return convert(path, self.folder / f"{run}-fp32.ckpt")
+        return convert(path, self.folder / f"{run}-fp32.ckpt", overwrite=True)  # called again for the same run
 
 
 # -- the contracts ------------------------------------------------------------------------------------------------

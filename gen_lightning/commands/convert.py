@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from gen_lightning.errors import UserError
+from gen_lightning.outputs import check_output_file
 from gen_lightning.strategies.deepspeed_engines import ENGINES_FILE, LIGHTNING_STATE_KEY
 
 
@@ -37,12 +38,14 @@ def check_zero_checkpoint(checkpoint_dir: Path) -> None:
         )
 
 
-def convert(checkpoint_dir: str | Path, output: str | Path | None = None) -> Path:
-    """Write the fp32 single-file checkpoint and return its path."""
+def convert(checkpoint_dir: str | Path, output: str | Path | None = None, overwrite: bool = False) -> Path:
+    """Write the fp32 single-file checkpoint and return its path (an existing `output` only with `overwrite`)."""
     from gen_lightning.strategies.deepspeed_cpu import INSTALL_HINT, deepspeed_available
 
     checkpoint_dir = Path(checkpoint_dir)
     check_zero_checkpoint(checkpoint_dir)
+    check_output_file(output or default_output(checkpoint_dir), "-o" if output else "the output", overwrite,
+                      example="model-fp32.ckpt")
     if not deepspeed_available():
         raise UserError(f"converting a ZeRO checkpoint needs the deepspeed package; install it with {INSTALL_HINT}")
     from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
@@ -93,7 +96,8 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="gen-lightning convert", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="a DeepSpeed checkpoint folder, e.g. runs/<project>/<run>/checkpoints/last.ckpt")
     p.add_argument("-o", "--output", help="the .ckpt file to write (default: <folder name>-fp32.ckpt beside it)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     args = p.parse_args(argv)
-    output = convert(args.checkpoint, args.output)
+    output = convert(args.checkpoint, args.output, overwrite=args.overwrite)
     print(f"wrote {output} (fp32 weights + Lightning state; load_from_checkpoint accepts it)")
     return 0

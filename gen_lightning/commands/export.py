@@ -10,13 +10,16 @@ from __future__ import annotations
 import argparse
 
 from gen_lightning.errors import UserError
+from gen_lightning.outputs import check_output_folder
 
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="gen-lightning export", description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", required=True, help="a GPTModule checkpoint written by `gen-lightning fit`")
     p.add_argument("--out", required=True, help="folder to write (created if missing)")
+    p.add_argument("--overwrite", action="store_true", help="replace the files of a --out folder that is not empty")
     args = p.parse_args(argv)
+    check_output_folder(args.out, "--out", args.overwrite)  # before the checkpoint is read
 
     from gen_lightning.commands.sample import load_module
     from gen_lightning.models.gpt import GPTModule

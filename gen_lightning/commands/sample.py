@@ -22,6 +22,7 @@ import torch
 
 from gen_lightning.capabilities import GeneratesText, SamplesImages, SamplesImagesByClass, TranslatesText
 from gen_lightning.errors import UserError
+from gen_lightning.outputs import check_output_file
 
 
 def _device(name: str) -> torch.device:
@@ -40,13 +41,20 @@ def load_module(path: str, device: str | torch.device = "cpu"):
     source = Path(path).expanduser()
     if is_hf_gpt2_dir(source):
         return _gpt_from_hf_dir(source).to(device).eval()
+    if source.is_dir():
+        raise UserError(f"--ckpt '{path}' is a folder, not a checkpoint file or a Hugging Face GPT-2 export (config.json "
+                        f"+ model.safetensors); give a .ckpt file (runs/<project>/<run>/checkpoints/)")
     if not source.is_file():
         raise UserError(f"--ckpt '{path}' does not exist; give a .ckpt file (runs/<project>/<run>/checkpoints/)")
     try:
         # mmap: only the hyper-parameters are read here, not the weights.
-        hparams = torch.load(source, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters", {})
+        checkpoint = torch.load(source, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
         raise UserError(f"--ckpt '{path}' is not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(checkpoint, dict):
+        raise UserError(f"--ckpt '{path}' is not a Lightning checkpoint (it holds a {type(checkpoint).__name__}, not a "
+                        f"dict); give a .ckpt file written by `gen-lightning fit`")
+    hparams = checkpoint.get("hyper_parameters", {})
     class_path = hparams.get("_class_path")
     if not class_path:
         raise UserError(f"--ckpt '{path}' does not name its model class (not written by `gen-lightning fit`)")
@@ -92,12 +100,15 @@ def _parser() -> argparse.ArgumentParser:
     image.add_argument("--labels", default=None,
                        help="class-conditional models: the class of each image (3,3,7 = three images), or 'all' = "
                             "one row of --nrow images per class; default: classes 0, 1, ... in turn")
-    image.add_argument("--out", default="samples.png", help="PNG file to write")
+    image.add_argument("--out", default=None, help="PNG file to write (default samples.png)")
+    image.add_argument("--overwrite", action="store_true", help="replace the --out file if it exists")
     return p
 
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    if args.out is not None:  # named: checked before the model is loaded (the default only if images are drawn)
+        check_output_file(args.out, "--out", args.overwrite)
     device = _device(args.device)
     model = load_module(args.ckpt, device)
     if isinstance(model, TranslatesText):  # encoder-decoder: --prompt is the source, the output its target
@@ -178,9 +189,9 @@ def _sample_images(model, args, generator: torch.Generator) -> int:
     n = len(labels) if labels is not None else (64 if args.n is None else args.n)
     if n < 1:
         raise UserError(f"--n must be >= 1, got {n}")
+    out = check_output_file(args.out or "samples.png", "--out", args.overwrite)
     with torch.no_grad():
         images = model.sample(n, generator=generator) if labels is None else model.sample(n, generator=generator, labels=labels)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     images = (images.float().cpu().clamp(-1, 1) + 1) / 2  # [-1, 1] -> [0, 1]
     save_image(images, out, nrow=nrow or max(1, round(n ** 0.5)), padding=2)

@@ -72,7 +72,9 @@ def _checked_pil_loader(path: str):
         with open(path, "rb") as f:
             img = Image.open(f)
             return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+    # DecompressionBombError: more than 2 x Image.MAX_IMAGE_PIXELS pixels, PIL's guard against a small file
+    # that decodes to gigabytes; reported like any other unreadable image.
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
         raise UserError(f"corrupt or unreadable image '{path}' ({err}); remove or replace the file") from None
 
 

@@ -15,6 +15,7 @@ tokenizer settings; `meta.json` is written last, so a half-written cache is neve
 
 from __future__ import annotations
 
+import codecs
 import glob
 import hashlib
 import json
@@ -43,14 +44,69 @@ def stdlib_files() -> list[Path]:
     return sorted(p for p in root.rglob("*.py") if not skip.intersection(p.relative_to(root).parts))
 
 
+# A byte-order mark names the encoding (UTF-16 text is full of NUL bytes, so it is looked for first);
+# UTF-32's marks begin with UTF-16's, so they come first. Without a mark: UTF-8.
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+_REPLACED = [0]  # bytes the decoder could not read, counted by the error handler below
+
+
+def _replace_and_count(err: UnicodeDecodeError) -> tuple[str, int]:
+    # errors="replace" with a count: Python's handlers do not say how many bytes they replaced.
+    _REPLACED[0] += err.end - err.start
+    return "\ufffd", err.end
+
+
+codecs.register_error("gen_lightning_replace_and_count", _replace_and_count)
+
+
+def text_encoding(head: bytes) -> Optional[str]:
+    """The codec a file starting with `head` is read with; None for a binary file (git's rule: a NUL byte
+    in the first 8 KB) that has no byte-order mark."""
+    for bom, encoding in _BOMS:
+        if head.startswith(bom):
+            return encoding
+    return None if b"\0" in head else "utf-8"
+
+
 def _looks_binary(path: Path) -> bool:
-    # Same rule as git: a NUL byte in the first 8 KB means binary.
     with open(path, "rb") as f:
-        return b"\0" in f.read(8192)
+        return text_encoding(f.read(8192)) is None
 
 
-def resolve_corpus(corpus: Optional[str]) -> list[Path]:
-    """The sorted list of text files `corpus` names; a clear UserError when there are none."""
+def read_text(path: Path) -> tuple[str, int]:
+    """The text of `path` (UTF-8, or the encoding its byte-order mark names) and how many undecodable bytes
+    in it were replaced with U+FFFD."""
+    raw = path.read_bytes()
+    before = _REPLACED[0]
+    text = raw.decode(text_encoding(raw[:8192]) or "utf-8", errors="gen_lightning_replace_and_count")
+    return text, _REPLACED[0] - before
+
+
+def corpus_report(files: list[Path], binary: list[Path], replaced: dict[Path, int]) -> Optional[str]:
+    """The one line `prepare_data` prints when the corpus is not all clean text; None when it is."""
+    if not binary and not replaced:
+        return None
+
+    def some(paths: list[Path]) -> str:
+        return ", ".join(p.name for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
+
+    def count(n: int, what: str) -> str:
+        return f"{n} {what}{'' if n == 1 else 's'}"
+
+    parts = [f"corpus: {count(len(files), 'text file')} read"]
+    if binary:
+        parts.append(f"{count(len(binary), 'binary file')} skipped ({some(binary)})")
+    if replaced:
+        parts.append(f"{count(sum(replaced.values()), 'undecodable byte')} replaced with U+FFFD in "
+                     f"{count(len(replaced), 'file')} ({some(sorted(replaced))}); save text as UTF-8 (or with a "
+                     f"byte-order mark)")
+    return "; ".join(parts)
+
+
+def resolve_corpus(corpus: Optional[str], skipped: Optional[list[Path]] = None) -> list[Path]:
+    """The sorted list of text files `corpus` names; a clear UserError when there are none. The binary files
+    left out are appended to `skipped`."""
     if corpus is None:
         files = stdlib_files()
         if not files:
@@ -71,7 +127,10 @@ def resolve_corpus(corpus: Optional[str]) -> list[Path]:
             raise UserError(f"data.corpus: the folder '{corpus}' holds no files; add text files or point elsewhere")
     else:
         raise UserError(f"data.corpus: '{corpus}' does not exist; give a text file, a folder or a glob")
-    files = sorted(p for p in files if not _looks_binary(p))
+    binary = sorted(p for p in files if _looks_binary(p))
+    if skipped is not None:
+        skipped.extend(binary)
+    files = sorted(set(files) - set(binary))
     if not files or sum(p.stat().st_size for p in files) == 0:
         raise UserError(f"data.corpus: '{corpus}' is empty (no text in it); give a non-empty text file or folder")
     return files
@@ -223,7 +282,8 @@ class TextDataModule(GenDataModule):
         self.max_chars = max_chars
         self.cache_root = Path(cache_dir)
         # Resolve (and validate) the corpus now, so a bad path fails before any process starts.
-        self.files = resolve_corpus(corpus)
+        self.binary_files: list[Path] = []
+        self.files = resolve_corpus(corpus, skipped=self.binary_files)
         self.tokenizer: Optional[Tokenizer] = ByteTokenizer() if tokenizer == "byte" else self.loaded_tokenizer
 
     @property
@@ -257,7 +317,11 @@ class TextDataModule(GenDataModule):
             cache.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise UserError(f"data.cache_dir '{self.cache_root}' is not writable ({err}); choose another") from None
-        train_docs, val_docs = split_documents(self._read_documents(), self.val_fraction)
+        docs, replaced = self._read_documents()
+        report = corpus_report(self.files, self.binary_files, replaced)
+        if report:
+            print(report, flush=True)
+        train_docs, val_docs = split_documents(docs, self.val_fraction)
         if not train_docs or not val_docs:
             raise UserError("data.corpus is too small to split into train and validation text; give more text")
         tok = self._build_tokenizer(train_docs)
@@ -271,10 +335,13 @@ class TextDataModule(GenDataModule):
         tmp.write_text(json.dumps(meta, indent=1))
         os.replace(tmp, cache / "meta.json")  # the commit point of the cache
 
-    def _read_documents(self) -> list[str]:
-        docs, budget = [], self.max_chars
+    def _read_documents(self) -> tuple[list[str], dict[Path, int]]:
+        """The documents, and the number of undecodable bytes replaced in each file that had any."""
+        docs, budget, replaced = [], self.max_chars, {}
         for path in self.files:
-            text = path.read_text(encoding="utf-8", errors="replace")
+            text, bad_bytes = read_text(path)
+            if bad_bytes:
+                replaced[path] = bad_bytes
             if budget is not None:
                 text = text[:budget]
                 budget -= len(text)
@@ -282,7 +349,7 @@ class TextDataModule(GenDataModule):
                 docs.append(text)
             if budget is not None and budget <= 0:
                 break
-        return docs
+        return docs, replaced
 
     def _build_tokenizer(self, train_docs: list[str]) -> Tokenizer:
         if self.loaded_tokenizer is not None:

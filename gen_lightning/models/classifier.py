@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gen_lightning.errors import check_learning_rates
 from gen_lightning.metrics.means import WeightedMeans
 from gen_lightning.models.image_family import check_image_shape
 
@@ -80,6 +81,7 @@ class ClassifierModule(L.LightningModule):
             export_path: where to write the trained evaluator at the end of fit (None: not written).
         """
         super().__init__()
+        check_learning_rates(lr=lr)
         self.save_hyperparameters()
         self.image_shape = (channels, image_size, image_size)
         self.net = SmallCNN(channels, num_classes, feature_dim)

@@ -30,7 +30,7 @@ from typing import Iterator, Literal, Optional
 import lightning as L
 import torch
 
-from gen_lightning.errors import UserError
+from gen_lightning.errors import UserError, check_learning_rates
 from gen_lightning.models.ema import ema_copy
 from gen_lightning.models.gan_losses import (
     GANLoss,
@@ -97,6 +97,7 @@ class GANModule(L.LightningModule):
                 and sample/evaluate with it; 0 = off (tiny runs are too short for an average to help).
         """
         super().__init__()
+        check_learning_rates(g_lr=g_lr, d_lr=d_lr)
         self.save_hyperparameters()
         self.automatic_optimization = False
         if n_critic < 1:

@@ -21,7 +21,7 @@ from typing import Literal, Optional
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from gen_lightning.errors import UserError
+from gen_lightning.errors import UserError, check_learning_rates
 from gen_lightning.models.language_model import LanguageModel, warmup_cosine  # noqa: F401 - re-exported
 from gen_lightning.models.nets.transformer import GPT, GPTConfig
 
@@ -71,6 +71,7 @@ class GPTModule(LanguageModel):
                 may be smaller (position embeddings are cropped). Ignored when resuming (--ckpt_path).
         """
         super().__init__()
+        check_learning_rates(lr=lr, min_lr=min_lr)
         self.save_hyperparameters()
         overrides = {k: v for k, v in dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd).items() if v is not None}
         try:

@@ -20,6 +20,7 @@ from typing import Optional
 
 import torch
 
+from gen_lightning.errors import check_learning_rates
 from gen_lightning.models.language_model import LanguageModel
 from gen_lightning.models.nets.lstm import LSTMLM, LSTMConfig
 
@@ -54,6 +55,7 @@ class LSTMModule(LanguageModel):
             decay_steps: optimizer step where the cosine reaches min_lr; default the run's total steps.
         """
         super().__init__()
+        check_learning_rates(lr=lr, min_lr=min_lr)
         self.save_hyperparameters()
         self.net = LSTMLM(LSTMConfig(vocab_size=vocab_size, n_embd=n_embd, n_hidden=n_hidden, n_layer=n_layer,
                                      dropout=dropout))

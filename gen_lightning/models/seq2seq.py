@@ -31,7 +31,7 @@ from torchmetrics.text import CHRFScore, SacreBLEUScore
 from gen_lightning.data.buckets import IGNORE_INDEX, PairBatch
 from gen_lightning.data.paired import PairedTextDataModule
 from gen_lightning.data.tokenizers import Tokenizer, tokenizer_from_json
-from gen_lightning.errors import UserError
+from gen_lightning.errors import UserError, check_learning_rates
 from gen_lightning.metrics import TokenPerplexity
 from gen_lightning.models.flops import count, meta_like, meta_twin
 from gen_lightning.models.gpt import GPTModule, _n_head_of, warmup_cosine
@@ -97,6 +97,7 @@ class Seq2SeqModule(L.LightningModule):
                 the decoder; cross-attention starts fresh. Ignored when resuming (--ckpt_path).
         """
         super().__init__()
+        check_learning_rates(lr=lr, min_lr=min_lr)
         self.save_hyperparameters()
         if not 0.0 <= word_dropout < 1.0:
             raise UserError(f"model.word_dropout must be in [0, 1), got {word_dropout}")

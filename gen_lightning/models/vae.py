@@ -23,6 +23,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from gen_lightning.errors import check_learning_rates
 from gen_lightning.metrics.means import WeightedMeans
 from gen_lightning.models.flops import count, meta_like, meta_twin
 from gen_lightning.models.image_family import check_image_shape, check_num_classes, default_labels, per_sample_noise
@@ -63,6 +64,7 @@ class VAEModule(L.LightningModule):
             weight_decay: Adam's L2 weight decay.
         """
         super().__init__()
+        check_learning_rates(lr=lr)
         self.save_hyperparameters()
         self.image_shape = (channels, image_size, image_size)
         self.encoder, self.decoder = build_vae_nets(net, self.image_shape, hidden_dim, latent_dim, num_classes)

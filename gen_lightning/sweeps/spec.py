@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from gen_lightning.cli_args import check_yaml_file
 from gen_lightning.errors import UserError
 
 METHODS = ("grid", "random", "bayes")
@@ -119,6 +120,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"sweep file {path} not found; give the path of a W&B sweep YAML (e.g. configs/sweeps/*.yaml)")
+    check_yaml_file(path, option="sweep file")  # the line of a syntax error, a key given twice
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -185,6 +187,7 @@ def to_distribution(where: str, p: Any):
     if distribution is not None and distribution not in WANDB_DISTRIBUTIONS:
         raise UserError(f"{where}: distribution {distribution!r} is not a W&B distribution; use one of "
                         f"{', '.join(WANDB_DISTRIBUTIONS)}")
+    check_bounds(where, p)
     try:
         if distribution == "log_uniform":  # W&B: exp(uniform(min, max)), i.e. log-uniform over [e^min, e^max]
             return optuna.distributions.FloatDistribution(math.exp(p["min"]), math.exp(p["max"]), log=True)
@@ -201,6 +204,29 @@ def to_distribution(where: str, p: Any):
             raise UserError(f"{where}: distribution {distribution!r} has no Optuna equivalent; use uniform, "
                             "int_uniform, q_uniform, log_uniform_values, q_log_uniform_values or values") from None
         raise UserError(f"{where}: {message.splitlines()[0]}") from None
+
+
+# Distributions over a log scale of the values themselves: their bounds must be > 0 (log_uniform's are
+# natural logs, any number).
+_LOG_VALUES = ("log_uniform_values", "q_log_uniform_values", "inv_log_uniform_values")
+
+
+def check_bounds(where: str, p: dict) -> None:
+    """min/max in the user's words (Optuna's would be "`low <= high` must hold"): numbers, min <= max, and > 0 on
+    a log scale of the values."""
+    bounds = {k: p[k] for k in ("min", "max") if k in p}
+    for key, value in bounds.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            hint = (f"; YAML reads {value} as text, write it with a decimal point (e.g. 1.0e-4)"
+                    if isinstance(value, str) and "e" in value.lower() else "")
+            raise UserError(f"{where}: {key} must be a number, got {value!r}{hint}")
+    if len(bounds) == 2 and bounds["min"] > bounds["max"]:
+        raise UserError(f"{where}: min {bounds['min']} is greater than max {bounds['max']}; swap them")
+    if p.get("distribution") in _LOG_VALUES:
+        low = [f"{k} {v}" for k, v in bounds.items() if v <= 0]
+        if low:
+            raise UserError(f"{where}: {p['distribution']} needs bounds > 0 (a log scale), got {', '.join(low)}; "
+                            f"give min > 0, e.g. 1.0e-5, or use distribution: uniform")
 
 
 def pruner_for(early_terminate: dict | None, where: str = "early_terminate"):
