@@ -159,7 +159,7 @@ def test_decompression_bomb_is_a_corrupt_or_unreadable_image(cli_inprocess, monk
     Image.new("L", (64, 64)).save(root / "a" / "bomb.png")
     before = _unchanged(root / "a" / "bomb.png")
     result = cli_inprocess(*TINY_VAE, "--data.dataset", "folder", "--data.root", str(root), "--data.image_size", "8",
-                           "--data.channels", "1", "--model.image_size", "8", "--data.batch_size", "3",
+                           "--data.channels", "1", "--data.batch_size", "3",
                            "--data.val_fraction", "0.3", "--trainer.max_steps", "20", "--trainer.logger", "false")
     _assert_one_line_error(result, "corrupt or unreadable image", "bomb.png", "decompression bomb")
     assert _unchanged(root / "a" / "bomb.png") == before
