@@ -27,6 +27,7 @@ from gen_lightning.cli_errors import condense, find_user_error
 from gen_lightning.errors import UserError
 from gen_lightning.preflight import check_checkpoint_family, check_checkpoint_fits, check_output_folders
 from gen_lightning.resume import resolve_last_checkpoint
+from gen_lightning.verbs import extra_verbs, verb_help
 import gen_lightning.strategies  # noqa: F401,E402 - registers `strategy: ddp` as SubmoduleDDPStrategy (GAN-ready)
 
 PROG = "gen-lightning"
@@ -105,15 +106,6 @@ def build_cli(args: Optional[list[str]] = None, run: bool = True,
     )
 
 
-def extra_verbs() -> list[str]:
-    """Verbs beyond fit/validate/test/predict: one module each in gen_lightning.commands."""
-    import pkgutil
-
-    import gen_lightning.commands as commands
-
-    return sorted(m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_"))
-
-
 def _run_extra_verb(verb: str, argv: list[str]) -> int:
     import importlib
 
@@ -135,8 +127,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     try:
         if args and args[0] in extra_verbs():
             sys.exit(_run_extra_verb(args[0], args[1:]))
-        if args in (["-h"], ["--help"]):
-            print(f"extra verbs: {', '.join(extra_verbs()) or 'none'} (gen-lightning VERB --help)\n")
+        if args in (["-h"], ["--help"]):  # the verb list (gen_lightning/verbs.py), not Lightning's parser
+            print(verb_help())
+            return
         build_cli(argv)  # None: Lightning reads sys.argv itself
         _close_process_group()
     except Exception as err:  # noqa: BLE001 - only user mistakes are turned into one line
