@@ -71,13 +71,18 @@ def _last(rows: list[dict], key: str) -> float:
     return values[-1] if values else math.nan
 
 
-def _fit(name: str, args: list[str], out: Path, env: dict) -> dict:
+def _fit(name: str, args: list[str], out: Path, env: dict, timeout: float) -> dict:
     save = out / name
     cmd = [sys.executable, "-m", "gen_lightning", "fit", *args, *COMMON,
            "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(save),
            "--trainer.default_root_dir", str(save)]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=out, env=env, capture_output=True, text=True, check=False)
+    try:
+        proc = subprocess.run(cmd, cwd=out, env=env, capture_output=True, text=True, check=False, timeout=timeout)
+    except subprocess.TimeoutExpired as err:  # one stuck row must not eat the whole check's budget
+        (out / f"{name}.log").write_text("".join(x.decode(errors="replace") if isinstance(x, bytes) else x or ""
+                                                 for x in (err.stdout, err.stderr)))
+        return {"status": f"FAILED: over {timeout:.0f} s (--timeout)", "wall": time.perf_counter() - start}
     wall = time.perf_counter() - start
     (out / f"{name}.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
@@ -116,6 +121,7 @@ def main() -> int:
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes: checks the script, not the GPU")
     parser.add_argument("--gpt-batch", type=int, default=48, help="GPT-2 batch (x 1024 tokens); halved on OOM")
     parser.add_argument("--only", default="", help="comma-separated rows to run (default: all)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds one row may take (then: FAILED)")
     parser.add_argument("--out", type=Path, help="folder for the runs' logs (default: a temporary one)")
     args = parser.parse_args()
     if not args.dry_run:
@@ -138,10 +144,10 @@ def main() -> int:
     for name, case in _cases(args.dry_run, batch).items():
         if only and name not in only:
             continue
-        result = _fit(name, case, out, env)
+        result = _fit(name, case, out, env, args.timeout)
         while name == "gpt2-124m" and result.get("oom") and batch > 1:  # the largest batch that fits
             batch //= 2
-            result = _fit(name, _cases(args.dry_run, batch)[name], out, env)
+            result = _fit(name, _cases(args.dry_run, batch)[name], out, env, args.timeout)
         if name.startswith("gpt2"):
             result["batch"] = f"{batch if not args.dry_run else 4} x {1024 if not args.dry_run else 32}"
         results[name] = result
