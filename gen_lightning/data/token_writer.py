@@ -60,45 +60,53 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def _fork_pool(tok: Tokenizer, docs: Sequence[str], dtype: str, workers: int):
+    global _worker_tok, _worker_docs, _worker_dtype
+    _worker_tok, _worker_docs, _worker_dtype = tok, docs, dtype
+    previous = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # read by the forked children (see module docstring)
+    try:
+        return multiprocessing.get_context("fork").Pool(workers)  # forks every worker now
+    finally:
+        if previous is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM")
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = previous
+
+
+def _forget_worker_state() -> None:
+    global _worker_tok, _worker_docs
+    _worker_tok, _worker_docs = None, ()
+
+
 def write_tokens(tok: Tokenizer, docs: Sequence[str], out: BinaryIO, dtype: str, label: str,
                  workers: Optional[int] = None, parallel_min_bytes: int = PARALLEL_MIN_BYTES) -> int:
     """Write the token stream of `docs` to `out`; returns the number of tokens written."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-    global _worker_tok, _worker_docs, _worker_dtype
     sizes = [len(d.encode("utf-8")) for d in docs]
     workers = default_workers() if workers is None else workers
     parallel = (tok.kind != "byte" and workers > 1 and sum(sizes) >= parallel_min_bytes
                 and "fork" in multiprocessing.get_all_start_methods())
+    chunks = list(_chunks(sizes))
+    # Forked before the progress bar starts its refresh thread: a child must not inherit a thread's held lock.
+    pool = _fork_pool(tok, docs, dtype, workers) if parallel else None
     count = 0
-    with Progress(TextColumn(f"tokenizing {label}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  TimeRemainingColumn(), transient=True) as progress:
-        task = progress.add_task(label, total=sum(sizes))
-        chunks = list(_chunks(sizes))
-        pool = None
-        if parallel:
-            _worker_tok, _worker_docs, _worker_dtype = tok, docs, dtype
-            previous = os.environ.get("TOKENIZERS_PARALLELISM")
-            os.environ["TOKENIZERS_PARALLELISM"] = "false"  # read by the forked children (see module docstring)
-            try:
-                pool = multiprocessing.get_context("fork").Pool(workers)  # forks every worker now
-            finally:
-                if previous is None:
-                    os.environ.pop("TOKENIZERS_PARALLELISM")
-                else:
-                    os.environ["TOKENIZERS_PARALLELISM"] = previous
-        try:
+    try:
+        with Progress(TextColumn(f"tokenizing {label}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      TimeRemainingColumn(), transient=True) as progress:
+            task = progress.add_task(label, total=sum(sizes))
             results = (pool.imap(_encode_in_worker, [c for c, _ in chunks]) if pool is not None
                        else (encode_documents(tok, docs[a:b], dtype) for (a, b), _ in chunks))
             for arr, (_, size) in zip(results, chunks):  # imap keeps the corpus order
                 out.write(arr.data)  # a contiguous array: no copy
                 count += len(arr)
                 progress.advance(task, size)
-        finally:
-            if pool is not None:
-                pool.close()
-                pool.join()
-                _worker_tok, _worker_docs = None, ()
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+            _forget_worker_state()
     return count
 
 
