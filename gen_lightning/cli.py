@@ -29,6 +29,7 @@ from gen_lightning.config_links import RefusesLinkedModelKeys, link_data_to_mode
 from gen_lightning.errors import UserError
 from gen_lightning.preflight import check_checkpoint_family, check_checkpoint_fits, check_new_run, check_output_folders
 from gen_lightning.resume import resolve_last_checkpoint
+from gen_lightning.verbs import extra_verbs, verb_help
 import gen_lightning.strategies  # noqa: F401,E402 - registers `strategy: ddp` as SubmoduleDDPStrategy (GAN-ready)
 
 PROG = "gen-lightning"
@@ -113,15 +114,6 @@ def build_cli(args: Optional[list[str]] = None, run: bool = True,
     )
 
 
-def extra_verbs() -> list[str]:
-    """Verbs beyond fit/validate/test/predict: one module each in gen_lightning.commands."""
-    import pkgutil
-
-    import gen_lightning.commands as commands
-
-    return sorted(m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_"))
-
-
 def _run_extra_verb(verb: str, argv: list[str]) -> int:
     import importlib
 
@@ -143,8 +135,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     try:
         if args and args[0] in extra_verbs():
             sys.exit(_run_extra_verb(args[0], args[1:]))
-        if args in (["-h"], ["--help"]):
-            print(f"extra verbs: {', '.join(extra_verbs()) or 'none'} (gen-lightning VERB --help)\n")
+        if args in (["-h"], ["--help"]):  # the verb list (gen_lightning/verbs.py), not Lightning's parser
+            print(verb_help())
+            return
         args = prepare_args(args)  # --config files checked, `--key -1e-3` joined (cli_args.py)
         if argv is None:
             sys.argv[1:] = args  # Lightning reads sys.argv itself (and warns when given both)

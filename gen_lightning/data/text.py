@@ -361,22 +361,11 @@ class TextDataModule(GenDataModule):
 
     @staticmethod
     def _write_tokens(tok: Tokenizer, docs: list[str], path: Path, dtype: str, label: str) -> int:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from gen_lightning.data.token_writer import write_tokens  # parallel encoding (see that module)
 
-        total_chars = sum(len(d) for d in docs)
-        count, tmp, chunk = 0, path.with_name(f"{path.name}.{_writer_id()}.tmp"), 64
-        with open(tmp, "wb") as f, Progress(
-            TextColumn(f"tokenizing {label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            transient=True,
-        ) as progress:
-            task = progress.add_task(label, total=total_chars)
-            for i in range(0, len(docs), chunk):
-                batch = docs[i : i + chunk]
-                for ids in tok.encode_batch(batch):
-                    arr = np.asarray(ids + [tok.eot_id], dtype=dtype)  # EOT closes every document
-                    arr.tofile(f)
-                    count += len(arr)
-                progress.advance(task, sum(len(d) for d in batch))
+        tmp = path.with_name(f"{path.name}.{_writer_id()}.tmp")
+        with open(tmp, "wb") as f:
+            count = write_tokens(tok, docs, f, dtype, label)
         os.replace(tmp, path)
         return count
 

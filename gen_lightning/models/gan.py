@@ -40,6 +40,7 @@ from gen_lightning.models.gan_losses import (
     r1_penalty,
 )
 from gen_lightning.metrics.means import WeightedMeans
+from gen_lightning.models.compiled import compile_nets
 from gen_lightning.models.flops import count, meta_like, meta_twin
 from gen_lightning.models.image_family import check_image_shape, check_num_classes, default_labels, per_sample_noise
 from gen_lightning.models.nets.gan_nets import build_gan_nets
@@ -72,6 +73,7 @@ class GANModule(L.LightningModule):
         d_betas: tuple[float, float] = (0.5, 0.999),
         grad_clip: float = 0.0,
         ema_decay: float = 0.0,
+        compile: bool = False,
     ) -> None:
         """
         Args:
@@ -95,6 +97,9 @@ class GANModule(L.LightningModule):
             grad_clip: clip each network's gradient norm to this value before its step; 0 = off.
             ema_decay: keep an exponential moving average of the generator with this decay (e.g. 0.999)
                 and sample/evaluate with it; 0 = off (tiny runs are too short for an average to help).
+            compile: torch.compile the generator and the discriminator in place (not the EMA copy, which only
+                samples); not with wgan-gp or r1_gamma > 0, whose penalties need a double backward that
+                torch.compile does not support. Checkpoints keep the eager parameter names.
         """
         super().__init__()
         check_learning_rates(g_lr=g_lr, d_lr=d_lr)
@@ -107,6 +112,9 @@ class GANModule(L.LightningModule):
                 "wgan-gp's gradient penalty is per sample but batch norm in the discriminator mixes the "
                 "samples of a batch; set --model.d_norm none"
             )
+        if compile and (loss == "wgan-gp" or r1_gamma > 0):
+            raise UserError("model.compile: torch.compile does not support the double backward of the wgan-gp "
+                            "and R1 penalties; set --model.compile false (or another loss and r1_gamma 0)")
         if not 0.0 <= ema_decay < 1.0:
             raise UserError(f"model.ema_decay must be in [0, 1) (0 = off), got {ema_decay}")
         self.image_shape = (channels, image_size, image_size)
@@ -258,6 +266,8 @@ class GANModule(L.LightningModule):
         check_image_shape(self, self.image_shape)
         use_deepspeed_clipping(self)
         check_num_classes(self, self.hparams.num_classes, "GAN")
+        if self.hparams.compile:
+            compile_nets(self.generator, self.discriminator)
 
     def configure_optimizers(self):
         hp = self.hparams

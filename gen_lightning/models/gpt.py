@@ -22,6 +22,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from gen_lightning.errors import UserError, check_learning_rates
+from gen_lightning.models.compiled import compile_nets
 from gen_lightning.models.language_model import LanguageModel, warmup_cosine  # noqa: F401 - re-exported
 from gen_lightning.models.nets.transformer import GPT, GPTConfig
 
@@ -90,9 +91,8 @@ class GPTModule(LanguageModel):
         super().setup(stage)  # the data fits the vocabulary and the context; the data's tokenizer
         if stage == "fit" and self.hparams.init_from and self.trainer.ckpt_path is None:
             self.load_pretrained(self.hparams.init_from)
-        if self.hparams.compile and not getattr(self, "_compiled", False):
-            self.net.compile()  # in place: parameter names (and checkpoints) stay those of the plain net
-            self._compiled = True
+        if self.hparams.compile:
+            compile_nets(self.net)  # in place: parameter names (and checkpoints) stay those of the plain net
 
     def load_pretrained(self, source: str) -> None:
         """Copy weights from a GPT checkpoint or HF GPT-2 folder into this model (see `init_from`)."""

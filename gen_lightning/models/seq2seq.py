@@ -30,6 +30,7 @@ from torchmetrics.text import CHRFScore, SacreBLEUScore
 
 from gen_lightning.data.buckets import IGNORE_INDEX, PairBatch
 from gen_lightning.data.paired import PairedTextDataModule
+from gen_lightning.models.compiled import compile_nets
 from gen_lightning.data.tokenizers import Tokenizer, tokenizer_from_json
 from gen_lightning.errors import UserError, check_learning_rates
 from gen_lightning.metrics import TokenPerplexity
@@ -66,6 +67,7 @@ class Seq2SeqModule(L.LightningModule):
         max_new_tokens: Optional[int] = None,
         val_generate_batches: Optional[int] = 4,
         init_from: Optional[str] = None,
+        compile: bool = False,
     ) -> None:
         """
         Args:
@@ -95,6 +97,8 @@ class Seq2SeqModule(L.LightningModule):
             init_from: a GPT checkpoint (.ckpt) of the same width, heads and tokenizer, with at least as many
                 layers: its embeddings, self-attention, MLP and LayerNorm weights start both the encoder and
                 the decoder; cross-attention starts fresh. Ignored when resuming (--ckpt_path).
+            compile: torch.compile the network's training forward in place (beam search stays eager: its shapes
+                change every step); checkpoints keep the eager parameter names.
         """
         super().__init__()
         check_learning_rates(lr=lr, min_lr=min_lr)
@@ -153,6 +157,8 @@ class Seq2SeqModule(L.LightningModule):
             self.tokenizer_json = datamodule.tokenizer.to_json()
         if stage == "fit" and self.hparams.init_from and self.trainer.ckpt_path is None:
             self.load_pretrained(self.hparams.init_from)
+        if self.hparams.compile:
+            compile_nets(self.net)  # the training forward; beam search calls the net's methods, eager
 
     def load_pretrained(self, source: str) -> None:
         """Warm-start encoder and decoder from a GPT checkpoint (see `init_from`); cross-attention stays fresh."""
