@@ -41,11 +41,13 @@ def _cases(dry: bool, gpt_batch: int) -> dict[str, list[str]]:
     hw = (["--trainer.accelerator", "cpu"] if dry else ["--trainer.accelerator", "gpu"]) + ["--trainer.devices", "1"]
     ds_precision = "32-true" if dry else "bf16-mixed"
     gpt = ["--config", str(CONFIGS / "gpt" / "nano_stdlib.yaml")]
-    gpt += (["--model.n_layer", "1", "--model.n_head", "2", "--model.n_embd", "32", "--model.block_size", "32",
+    gpt += (["--model.n_layer", "1", "--model.n_head", "2", "--model.n_embd", "32",
              "--data.block_size", "32", "--data.batch_size", "4", "--data.corpus", "stdlib:json/*.py",
              "--trainer.max_steps", "8", "--trainer.log_every_n_steps", "2", "--throughput.window_size", "3"]
             if dry else
-            ["--model.size", "gpt2", "--model.vocab_size", "50304", "--model.block_size", "1024",
+            # GPT-2's vocabulary size (padded, as nanoGPT does): a BPE of 50304 ids trained on the corpus;
+            # model.vocab_size and model.block_size are linked from the data (config_links.py).
+            ["--model.size", "gpt2", "--data.tokenizer", "bpe", "--data.vocab_size", "50304",
              "--data.block_size", "1024", "--data.batch_size", str(gpt_batch), "--trainer.max_steps", "60",
              "--trainer.log_every_n_steps", "10", "--throughput.window_size", "20"])
     gan = ["--config", str(CONFIGS / "gan" / "dcgan_cifar10.yaml"), "--data.dataset", "synthetic",
