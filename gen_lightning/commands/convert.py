@@ -12,11 +12,11 @@ sample/export --ckpt file` and any single-device run accept it. The gathering it
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 
+from gen_lightning.commands.flags import VerbParser
 from gen_lightning.errors import UserError
 from gen_lightning.outputs import check_output_file
 from gen_lightning.strategies.deepspeed_engines import ENGINES_FILE, LIGHTNING_STATE_KEY
@@ -93,7 +93,7 @@ def gather_per_network_checkpoint(checkpoint_dir: Path) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="gen-lightning convert", description=__doc__.split("\n\n")[0])
+    p = VerbParser(prog="gen-lightning convert", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="a DeepSpeed checkpoint folder, e.g. runs/<project>/<run>/checkpoints/last.ckpt")
     p.add_argument("-o", "--output", help="the .ckpt file to write (default: <folder name>-fp32.ckpt beside it)")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")

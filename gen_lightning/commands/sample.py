@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 import torch
 
+from gen_lightning.commands.flags import VerbParser
 from gen_lightning.capabilities import GeneratesText, SamplesImages, SamplesImagesByClass, TranslatesText
 from gen_lightning.errors import UserError
 from gen_lightning.outputs import check_output_file
@@ -79,8 +80,8 @@ def _gpt_from_hf_dir(directory: Path):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gen-lightning sample", description=__doc__.split("\n\n")[0])
-    p.add_argument("--ckpt", required=True, help="checkpoint (.ckpt) or Hugging Face GPT-2 folder")
+    p = VerbParser(prog="gen-lightning sample", description=__doc__.split("\n\n")[0])
+    p.add_argument("--ckpt_path", "--ckpt", dest="ckpt", required=True, help="checkpoint (.ckpt) or Hugging Face GPT-2 folder")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     p.add_argument("--seed", type=int, default=0)
     text = p.add_argument_group("language models")

@@ -23,13 +23,14 @@ import sys
 import time
 from pathlib import Path
 
+from gen_lightning.commands.flags import VerbParser
 from gen_lightning.errors import UserError
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "launch" / "slurm" / "train.sbatch"
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    p = argparse.ArgumentParser(
+    p = VerbParser(
         prog="gen-lightning submit", allow_abbrev=False,
         description="Render launch/slurm/train.sbatch for an experiment and submit it with sbatch. Arguments "
         "not listed here are `gen-lightning fit` arguments (--config FILE, --model.lr 3e-4, ...).",

@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from gen_lightning.commands.flags import VerbParser
 from gen_lightning.errors import UserError
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -40,7 +41,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     if "--" in argv:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1:]
-    parser = argparse.ArgumentParser(
+    parser = VerbParser(
         prog="gen-lightning sweep",
         description="Run a W&B sweep file (grid, random, bayes; hyperband early termination) on an Optuna "
         "study, without a W&B server. Arguments after `--` are appended to every trial's command line.",
