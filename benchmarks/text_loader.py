@@ -56,7 +56,7 @@ def tokens_per_second(dataset: Dataset, batches: int) -> float:
     loader = DataLoader(dataset, batch_size=BATCH, shuffle=False, drop_last=True)
     start = time.perf_counter()
     seen = 0
-    for i, (x, y) in enumerate(loader):
+    for i, (x, _) in enumerate(loader):
         seen += x.numel()
         if i + 1 == batches:
             break

@@ -130,3 +130,23 @@ def fit_parser():
     with warnings.catch_warnings():  # Lightning warns when `args` and sys.argv (pytest's) are both present
         warnings.filterwarnings("ignore", message=".*args parameter is intended")
         return build_cli(["fit", "--config", str(CONFIGS / "vae" / "mlp_digits.yaml")], cli_class=ParseOnlyCLI).parser
+
+
+@pytest.fixture
+def cli_inprocess(tmp_path, monkeypatch, capsys):
+    """The same entry point as the console script, in-process: config errors need no new interpreter."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setattr(sys, "argv", ["gen-lightning"])
+
+    from gen_lightning.cli import main as cli_main
+    from tests.helpers import CliResult
+
+    def _run(*args, **_):
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(list(args))
+        out = capsys.readouterr()
+        return CliResult(exit_info.value.code, out.out, out.err)
+
+    _run.cwd = tmp_path
+    return _run

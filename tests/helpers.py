@@ -62,3 +62,16 @@ def merged_config(records: list[dict]) -> dict:
     return config
 
 
+class CliResult:
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    """Exit 2, no traceback, exactly one `gen-lightning: error:` line, holding every fragment."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("gen-lightning: error:")]
+    assert len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]

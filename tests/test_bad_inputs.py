@@ -14,7 +14,7 @@ from PIL import Image
 from gen_lightning.checkpoint_io import atomic_torch_save
 from gen_lightning.cli import main
 from tests.conftest import CONFIGS
-from tests.test_cli_errors import _assert_one_line_error, cli_inprocess  # noqa: F401 - the fixture
+from tests.helpers import assert_one_line_error
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
          "--trainer.limit_val_batches", "1", "--trainer.callbacks", "[]"]
@@ -52,7 +52,7 @@ def test_corrupt_image_in_folder_dataset(cli_inprocess):
     result = cli_inprocess(*TINY_VAE, "--data.dataset", "folder", "--data.root", str(root), "--data.image_size", "8", "--data.channels", "1",
                            "--data.batch_size", "3", "--data.val_fraction", "0.3",
                            "--trainer.max_steps", "20", "--trainer.logger", "false")
-    _assert_one_line_error(result, "corrupt or unreadable image", "broken.png")
+    assert_one_line_error(result, "corrupt or unreadable image", "broken.png")
     assert not list(cli_inprocess.cwd.rglob("*.ckpt"))
 
 
@@ -61,7 +61,7 @@ def test_checkpoint_of_another_model_family(cli_inprocess, vae_ckpt):
     corpus.write_text("def f(x):\n    return x + 1\n" * 400)
     before = _snapshot(cli_inprocess.cwd / "runs")
     result = cli_inprocess(*_tiny_gpt(corpus), "--trainer.max_steps", "2", "--ckpt_path", str(vae_ckpt))
-    _assert_one_line_error(result, str(vae_ckpt), "is a VAEModule", "this run builds a GPTModule")
+    assert_one_line_error(result, str(vae_ckpt), "is a VAEModule", "this run builds a GPTModule")
     assert _snapshot(cli_inprocess.cwd / "runs") == before
 
 
@@ -71,7 +71,7 @@ def test_checkpoint_that_does_not_fit_the_model(cli_inprocess, vae_ckpt):
     del checkpoint["hyper_parameters"]
     atomic_torch_save(checkpoint, vae_ckpt)
     result = cli_inprocess(*TINY_VAE, "--model.hidden_dim", "24", "--trainer.max_steps", "4", "--ckpt_path", str(vae_ckpt))
-    _assert_one_line_error(result, "does not fit this model", "(16, 784)", "(24, 784)")
+    assert_one_line_error(result, "does not fit this model", "(16, 784)", "(24, 784)")
 
 
 def test_tokenizer_mismatch_between_checkpoint_and_data(cli_inprocess):
@@ -83,7 +83,7 @@ def test_tokenizer_mismatch_between_checkpoint_and_data(cli_inprocess):
     # Same vocabulary size (257), another tokenizer: shapes fit, the token ids would not.
     result = cli_inprocess(*_tiny_gpt(corpus, tokenizer="bpe"), *main_args, "--trainer.default_root_dir", "bpe",
                            "--ckpt_path", str(ckpt))
-    _assert_one_line_error(result, "another tokenizer")
+    assert_one_line_error(result, "another tokenizer")
     assert not list((cli_inprocess.cwd / "bpe").rglob("*.ckpt"))
 
 
@@ -91,13 +91,13 @@ def test_truncated_checkpoint_via_ckpt_path(cli_inprocess, vae_ckpt):
     vae_ckpt.write_bytes(vae_ckpt.read_bytes()[:1000])
     before = _snapshot(cli_inprocess.cwd / "runs")
     result = cli_inprocess(*TINY_VAE, "--trainer.max_steps", "4", "--ckpt_path", str(vae_ckpt))
-    _assert_one_line_error(result, str(vae_ckpt), "corrupt or truncated")
+    assert_one_line_error(result, str(vae_ckpt), "corrupt or truncated")
     assert _snapshot(cli_inprocess.cwd / "runs") == before
 
 
 def test_ckpt_path_last_without_a_checkpoint_is_an_error(cli_inprocess):
     result = cli_inprocess(*TINY_VAE, "--trainer.max_steps", "4", "--ckpt_path", "last")
-    _assert_one_line_error(result, "--ckpt_path last", "runs/gen-lightning", "last.ckpt")
+    assert_one_line_error(result, "--ckpt_path last", "runs/gen-lightning", "last.ckpt")
     assert not list(cli_inprocess.cwd.rglob("*.ckpt"))
 
 
@@ -106,6 +106,6 @@ def test_output_folder_not_writable(cli_inprocess, option):
     # A regular file where a folder must go: unwritable for every user, root included (CI runs as root).
     (cli_inprocess.cwd / "occupied").write_text("a file, not a folder")
     result = cli_inprocess(*TINY_VAE, "--trainer.max_steps", "2", option, "occupied/runs")
-    _assert_one_line_error(result, "occupied/runs", "not a writable folder", "Not a directory")
+    assert_one_line_error(result, "occupied/runs", "not a writable folder", "Not a directory")
     assert not list(cli_inprocess.cwd.rglob("*.ckpt"))
 

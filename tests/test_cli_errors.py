@@ -2,47 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 
 import pytest
 
-from gen_lightning.cli import main
 from gen_lightning.cli_errors import condense, find_user_error
 from gen_lightning.errors import UserError
 from tests.conftest import CONFIGS
+from tests.helpers import assert_one_line_error
 
 VAE = str(CONFIGS / "vae" / "mlp_digits.yaml")
-
-
-class _Result:
-    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
-@pytest.fixture
-def cli_inprocess(tmp_path, monkeypatch, capsys):
-    """The same entry point as the console script, in-process: config errors need no new interpreter."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WANDB_MODE", "disabled")
-    monkeypatch.setattr(sys, "argv", ["gen-lightning"])
-
-    def _run(*args, **_):
-        with pytest.raises(SystemExit) as exit_info:
-            main(list(args))
-        out = capsys.readouterr()
-        return _Result(exit_info.value.code, out.out, out.err)
-
-    _run.cwd = tmp_path
-    return _run
-
-
-def _assert_one_line_error(result, *fragments: str) -> None:
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("gen-lightning: error:")]
-    assert len(errors) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
 
 
 @pytest.mark.parametrize(
@@ -60,7 +28,7 @@ def _assert_one_line_error(result, *fragments: str) -> None:
 def test_bad_input_is_one_line(cli_inprocess, args, fragments):
     cli = cli_inprocess
     result = cli("fit", "--config", VAE, "--trainer.logger", "false", *args)
-    _assert_one_line_error(result, *fragments)
+    assert_one_line_error(result, *fragments)
     assert not (cli.cwd / "runs").exists(), "a failed start must not create a run folder"
 
 
@@ -69,13 +37,13 @@ def test_empty_corpus_is_one_line(cli):
     (cli.cwd / "empty.txt").write_text("")
     result = cli("fit", "--config", VAE, "--data", "gen_lightning.data.TextDataModule",
                  "--data.corpus", "empty.txt")
-    _assert_one_line_error(result, "data.corpus", "empty")
+    assert_one_line_error(result, "data.corpus", "empty")
 
 
 def test_missing_config_file_is_one_line(cli_inprocess):
     cli = cli_inprocess
     result = cli("fit", "--config", "nope.yaml")
-    _assert_one_line_error(result, "nope.yaml", "does not exist")
+    assert_one_line_error(result, "nope.yaml", "does not exist")
 
 
 def test_image_size_on_the_model_names_the_data_key(cli_inprocess):
@@ -83,7 +51,7 @@ def test_image_size_on_the_model_names_the_data_key(cli_inprocess):
     # configured any more, and the old key says where the value is set now.
     cli = cli_inprocess
     result = cli("fit", "--config", VAE, "--trainer.logger", "false", "--model.image_size", "32")
-    _assert_one_line_error(result, "model.image_size is linked to data.image_size", "set data.image_size instead")
+    assert_one_line_error(result, "model.image_size is linked to data.image_size", "set data.image_size instead")
 
 
 def test_condense_handles_nested_union_reports():
@@ -110,4 +78,4 @@ def test_lightning_misconfiguration_is_one_line(cli_inprocess):
     # Lightning refuses automatic gradient clipping for manual optimization; the user sees one line.
     result = cli_inprocess("fit", "--config", str(CONFIGS / "gan" / "mlp_digits.yaml"), "--trainer.logger", "false",
                            "--trainer.gradient_clip_val", "1.0", "--trainer.max_steps", "2")
-    _assert_one_line_error(result, "gradient clipping")
+    assert_one_line_error(result, "gradient clipping")

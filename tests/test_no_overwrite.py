@@ -13,7 +13,7 @@ import torch
 from gen_lightning.resume import _run_id_with_newest_last, newest_last
 from tests.conftest import CONFIGS
 from tests.test_bad_inputs import QUIET, _snapshot
-from tests.test_cli_errors import _assert_one_line_error, cli_inprocess  # noqa: F401 - the fixture
+from tests.helpers import assert_one_line_error
 
 VAE = str(CONFIGS / "vae" / "mlp_digits.yaml")
 
@@ -28,11 +28,11 @@ def test_sample_refuses_an_existing_out_file(cli_inprocess):
     grid.write_bytes(b"yesterday's grid")
     before = _unchanged(grid)
     result = cli_inprocess("sample", "--ckpt", "missing.ckpt", "--out", "grid.png")
-    _assert_one_line_error(result, "--out 'grid.png' already exists", "--overwrite")
+    assert_one_line_error(result, "--out 'grid.png' already exists", "--overwrite")
     assert _unchanged(grid) == before
     # With --overwrite the target passes: the next problem is the (missing) checkpoint.
     result = cli_inprocess("sample", "--ckpt", "missing.ckpt", "--out", "grid.png", "--overwrite")
-    _assert_one_line_error(result, "--ckpt 'missing.ckpt' does not exist")
+    assert_one_line_error(result, "--ckpt 'missing.ckpt' does not exist")
 
 
 def test_sample_default_out_is_not_replaced_either(tmp_path, monkeypatch):
@@ -51,10 +51,10 @@ def test_export_refuses_a_folder_that_is_not_empty(cli_inprocess):
     (out / "config.json").write_text("{}")
     before = _snapshot(out)
     result = cli_inprocess("export", "--ckpt", "missing.ckpt", "--out", "hf")
-    _assert_one_line_error(result, "--out 'hf' is a folder that is not empty", "--overwrite")
+    assert_one_line_error(result, "--out 'hf' is a folder that is not empty", "--overwrite")
     assert _snapshot(out) == before
     result = cli_inprocess("export", "--ckpt", "missing.ckpt", "--out", "hf", "--overwrite")
-    _assert_one_line_error(result, "does not exist")  # past the target check: the checkpoint is missing
+    assert_one_line_error(result, "does not exist")  # past the target check: the checkpoint is missing
 
 
 def _zero_folder(cwd):
@@ -73,7 +73,7 @@ def test_convert_refuses_an_existing_output(cli_inprocess, out_args, target):
     existing.write_bytes(b"an earlier conversion")
     before = _unchanged(existing)
     result = cli_inprocess("convert", "last.ckpt", *out_args)
-    _assert_one_line_error(result, f"'{target}' already exists", "--overwrite")
+    assert_one_line_error(result, f"'{target}' already exists", "--overwrite")
     assert _unchanged(existing) == before
 
 
@@ -81,7 +81,7 @@ def test_convert_output_that_is_a_folder(cli_inprocess):
     _zero_folder(cli_inprocess.cwd)
     (cli_inprocess.cwd / "out").mkdir()
     result = cli_inprocess("convert", "last.ckpt", "-o", "out")
-    _assert_one_line_error(result, "-o 'out' is a folder", "-o out/model-fp32.ckpt")
+    assert_one_line_error(result, "-o 'out' is a folder", "-o out/model-fp32.ckpt")
 
 
 # -- a run id that exists -------------------------------------------------------------------------------------
@@ -100,7 +100,7 @@ def test_new_run_with_an_existing_run_id_is_refused(cli_inprocess):
     before = _snapshot(folder)
     result = cli_inprocess("fit", "--config", VAE, *QUIET, "--trainer.max_steps", "1",
                            "--trainer.logger.init_args.id", "r1")
-    _assert_one_line_error(result, "run 'r1' (--trainer.logger.init_args.id) already exists",
+    assert_one_line_error(result, "run 'r1' (--trainer.logger.init_args.id) already exists",
                            "config.yaml, summary.json, checkpoints/", "--ckpt_path last", "--overwrite")
     assert _snapshot(folder) == before
     assert not list(folder.glob("checkpoints/last-v*.ckpt"))
@@ -111,7 +111,7 @@ def test_wandb_run_id_from_the_environment_is_checked_too(cli_inprocess, monkeyp
     before = _snapshot(folder)
     monkeypatch.setenv("WANDB_RUN_ID", "slurm-77")
     result = cli_inprocess("fit", "--config", VAE, *QUIET, "--trainer.max_steps", "1")
-    _assert_one_line_error(result, "run 'slurm-77' (WANDB_RUN_ID) already exists")
+    assert_one_line_error(result, "run 'slurm-77' (WANDB_RUN_ID) already exists")
     assert _snapshot(folder) == before
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from tests.conftest import CONFIGS
 from tests.test_bad_inputs import QUIET, TINY_VAE, _snapshot
-from tests.test_cli_errors import _assert_one_line_error, cli_inprocess  # noqa: F401 - the fixture
+from tests.helpers import assert_one_line_error
 from tests.test_sweep import sweep_text
 
 VAE = str(CONFIGS / "vae" / "mlp_digits.yaml")
@@ -39,7 +39,7 @@ def test_yaml_mistake_names_file_line_and_problem(cli_inprocess, text, fragments
     before = _unchanged(bad)
     for spelling in (["--config", "bad.yaml"], ["--config=bad.yaml"], ["-c", "bad.yaml"]):
         result = cli_inprocess("fit", "--config", VAE, *spelling, "--trainer.logger", "false")
-        _assert_one_line_error(result, *fragments)
+        assert_one_line_error(result, *fragments)
     assert _unchanged(bad) == before
     assert not (cli_inprocess.cwd / "runs").exists()
 
@@ -48,14 +48,14 @@ def test_yaml_file_given_to_a_key_is_checked_too(cli_inprocess):
     (cli_inprocess.cwd / "model.yaml").write_text("class_path: gen_lightning.models.VAEModule\ninit_args:\n  lr: 1.0e-3\n"
                                                    "  lr: 2.0e-3\n")
     result = cli_inprocess("fit", "--config", VAE, "--model", "model.yaml", "--trainer.logger", "false")
-    _assert_one_line_error(result, "--model model.yaml:4:3", "duplicate key 'lr'")
+    assert_one_line_error(result, "--model model.yaml:4:3", "duplicate key 'lr'")
 
 
 def test_sweep_file_with_a_duplicate_key_names_the_line(cli_inprocess):
     sweep = cli_inprocess.cwd / "s.yaml"
     sweep.write_text(sweep_text() + "method: random\n")
     result = cli_inprocess("sweep", "s.yaml", "--local")
-    _assert_one_line_error(result, "s.yaml:5:1", "duplicate key 'method'", "first given on line 1")
+    assert_one_line_error(result, "s.yaml:5:1", "duplicate key 'method'", "first given on line 1")
     assert sorted(p.name for p in cli_inprocess.cwd.iterdir()) == ["s.yaml"]
 
 
@@ -68,7 +68,7 @@ def test_sweep_file_with_a_duplicate_key_names_the_line(cli_inprocess):
 ], ids=["space", "equals", "zero", "gan-d_lr"])
 def test_learning_rate_must_be_positive(cli_inprocess, config, args, fragment):
     result = cli_inprocess("fit", "--config", config, "--trainer.logger", "false", *args)
-    _assert_one_line_error(result, fragment, "give a positive learning rate")
+    assert_one_line_error(result, fragment, "give a positive learning rate")
     assert not (cli_inprocess.cwd / "runs").exists()
 
 
@@ -113,7 +113,7 @@ def test_checkpoint_lacking_what_the_command_needs(cli_inprocess, make, subcomma
     torch.save(make(), ckpt)
     before = _unchanged(ckpt)
     result = cli_inprocess(subcommand, "--config", VAE, "--trainer.logger", "false", "--ckpt_path", "odd.ckpt")
-    _assert_one_line_error(result, "odd.ckpt", *fragments)
+    assert_one_line_error(result, "odd.ckpt", *fragments)
     assert _unchanged(ckpt) == before
     assert not list(cli_inprocess.cwd.rglob("checkpoints"))
 
@@ -133,7 +133,7 @@ def test_a_folder_as_ckpt_path_is_a_folder(cli_inprocess, inside):
         torch.save(_lightning_checkpoint(), folder / name)
     before = _snapshot(folder)
     result = cli_inprocess("fit", "--config", VAE, "--trainer.logger", "false", "--ckpt_path", "run")
-    _assert_one_line_error(result, "--ckpt_path 'run' is a folder, not a checkpoint file",
+    assert_one_line_error(result, "--ckpt_path 'run' is a folder, not a checkpoint file",
                            *(["e.g. --ckpt_path run/checkpoints/last.ckpt"] if inside else []))
     assert "does not exist" not in result.stderr
     assert _snapshot(folder) == before
@@ -161,7 +161,7 @@ def test_decompression_bomb_is_a_corrupt_or_unreadable_image(cli_inprocess, monk
     result = cli_inprocess(*TINY_VAE, "--data.dataset", "folder", "--data.root", str(root), "--data.image_size", "8",
                            "--data.channels", "1", "--data.batch_size", "3",
                            "--data.val_fraction", "0.3", "--trainer.max_steps", "20", "--trainer.logger", "false")
-    _assert_one_line_error(result, "corrupt or unreadable image", "bomb.png", "decompression bomb")
+    assert_one_line_error(result, "corrupt or unreadable image", "bomb.png", "decompression bomb")
     assert _unchanged(root / "a" / "bomb.png") == before
     assert not list(cli_inprocess.cwd.rglob("*.ckpt"))
 
@@ -170,7 +170,7 @@ def test_decompression_bomb_is_a_corrupt_or_unreadable_image(cli_inprocess, monk
 def test_sample_out_folder(cli_inprocess):
     (cli_inprocess.cwd / "grids").mkdir()
     result = cli_inprocess("sample", "--ckpt", "missing.ckpt", "--out", "grids")
-    _assert_one_line_error(result, "--out 'grids' is a folder", "--out grids/samples.png")
+    assert_one_line_error(result, "--out 'grids' is a folder", "--out grids/samples.png")
 
 
 def test_sample_out_read_only_file(cli_inprocess):
@@ -179,14 +179,14 @@ def test_sample_out_read_only_file(cli_inprocess):
     target.chmod(0o444)
     before = _unchanged(target)
     result = cli_inprocess("sample", "--ckpt", "missing.ckpt", "--out", "grid.png", "--overwrite")
-    _assert_one_line_error(result, "--out 'grid.png' is read-only", "chmod u+w")
+    assert_one_line_error(result, "--out 'grid.png' is read-only", "chmod u+w")
     assert _unchanged(target) == before
 
 
 def test_sample_out_under_a_file(cli_inprocess):
     (cli_inprocess.cwd / "occupied").write_text("a file")
     result = cli_inprocess("sample", "--ckpt", "missing.ckpt", "--out", "occupied/grid.png")
-    _assert_one_line_error(result, "occupied/grid.png", "is a file, not a folder")
+    assert_one_line_error(result, "occupied/grid.png", "is a file, not a folder")
 
 
 @pytest.mark.parametrize("make, fragment", [
@@ -196,7 +196,7 @@ def test_sample_out_under_a_file(cli_inprocess):
 def test_sample_ckpt_that_is_no_checkpoint(cli_inprocess, make, fragment):
     make(cli_inprocess.cwd / "odd.ckpt")
     result = cli_inprocess("sample", "--ckpt", "odd.ckpt")
-    _assert_one_line_error(result, "--ckpt 'odd.ckpt'", fragment)
+    assert_one_line_error(result, "--ckpt 'odd.ckpt'", fragment)
 
 
 def test_export_out_file(cli_inprocess):
@@ -204,7 +204,7 @@ def test_export_out_file(cli_inprocess):
     target.write_bytes(b"weights")
     before = _unchanged(target)
     result = cli_inprocess("export", "--ckpt", "missing.ckpt", "--out", "model.bin")
-    _assert_one_line_error(result, "--out 'model.bin' is a file", "give a folder")
+    assert_one_line_error(result, "--out 'model.bin' is a file", "give a folder")
     assert _unchanged(target) == before
 
 
@@ -223,7 +223,7 @@ def test_sweep_bounds_are_one_line(cli_inprocess, parameters, message):
     sweep.write_text(sweep_text("random", parameters))
     before = _unchanged(sweep)
     result = cli_inprocess("sweep", "s.yaml", "--local", "--count", "2")
-    _assert_one_line_error(result, message)
+    assert_one_line_error(result, message)
     assert _unchanged(sweep) == before
     assert sorted(p.name for p in cli_inprocess.cwd.iterdir()) == ["s.yaml"]
 
@@ -234,7 +234,7 @@ def test_wandb_online_without_a_key_is_one_line_before_training(cli_inprocess, m
     monkeypatch.setenv("HOME", str(cli_inprocess.cwd))  # no ~/.netrc
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     result = cli_inprocess("fit", "--config", VAE, *QUIET, "--trainer.max_steps", "2")
-    _assert_one_line_error(result, "WANDB_MODE=online but no API key found", "wandb login", "WANDB_MODE=offline")
+    assert_one_line_error(result, "WANDB_MODE=online but no API key found", "wandb login", "WANDB_MODE=offline")
     assert not list(cli_inprocess.cwd.rglob("*.ckpt")) and not list(cli_inprocess.cwd.rglob("config.yaml"))
 
 
@@ -252,7 +252,7 @@ def test_full_disk_during_a_checkpoint_write(cli_inprocess, monkeypatch):
     monkeypatch.setattr(checkpoint_io.torch, "save", save_until_the_disk_is_full)
     result = cli_inprocess(*TINY_VAE, "--trainer.max_steps", "4", "--checkpoint.every_n_train_steps", "1",
                            "--trainer.logger", "false", "--trainer.default_root_dir", "out")
-    _assert_one_line_error(result, "No space left on device", "the last complete checkpoint is intact",
+    assert_one_line_error(result, "No space left on device", "the last complete checkpoint is intact",
                            "--ckpt_path last")
     assert calls == [1, 2]
     last = cli_inprocess.cwd / "out" / "checkpoints" / "last.ckpt"
@@ -269,7 +269,7 @@ def test_full_disk_during_the_config_write(cli_inprocess, monkeypatch):
     monkeypatch.setattr(ArgumentParser, "save", full)
     result = cli_inprocess(*TINY_VAE, "--trainer.max_steps", "2", "--trainer.logger", "false",
                            "--trainer.default_root_dir", "out")
-    _assert_one_line_error(result, "No space left on device (writing 'out/config.yaml')")
+    assert_one_line_error(result, "No space left on device (writing 'out/config.yaml')")
     assert not list(cli_inprocess.cwd.rglob("*.ckpt"))
 
 
@@ -285,5 +285,5 @@ def test_only_a_full_disk_among_os_errors_is_one_line():
 def test_negative_learning_rate_through_the_console_script(cli):
     # The real process: main() reads sys.argv itself (the joined `--model.lr=-1e-3` goes back into it).
     result = cli("fit", "--config", VAE, "--trainer.logger", "false", "--model.lr", "-1e-3")
-    _assert_one_line_error(result, "model.lr must be > 0, got -0.001")
+    assert_one_line_error(result, "model.lr must be > 0, got -0.001")
     assert "not recommended to provide both args and command line arguments" not in result.stderr

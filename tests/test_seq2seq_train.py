@@ -17,7 +17,7 @@ import torch
 
 from gen_lightning.cli import main
 from tests.conftest import CONFIGS
-from tests.test_cli_errors import _assert_one_line_error, cli_inprocess  # noqa: F401 - the fixture
+from tests.helpers import assert_one_line_error
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 VERBS = ["add", "remove", "return", "check", "build", "parse", "close", "open"]
@@ -28,7 +28,7 @@ def toy_pairs(n: int = 400, seed: int = 0) -> list[dict[str, str]]:
     """Made-up functions whose summary is written in their name: learnable, and of varied lengths."""
     rng = random.Random(seed)
     pairs = []
-    for i in range(n):
+    for _ in range(n):
         verb, noun = rng.choice(VERBS), rng.choice(NOUNS)
         body = "".join(f"    x{j} = {noun}[{j}]\n" for j in range(rng.randint(0, 2)))
         source = f"def {verb}_{noun}(self, {noun}):\n{body}    return self._{verb}({noun})"
@@ -130,7 +130,7 @@ def test_bad_pair_files_are_one_line_and_write_nothing(cli_inprocess, content, n
     args = tiny_args(cli_inprocess.cwd, train_file=str(cli_inprocess.cwd / name))
     before = sorted(p.name for p in cli_inprocess.cwd.rglob("*"))
     result = cli_inprocess("fit", *args, *QUIET, "--trainer.max_steps", "2", "--trainer.logger", "false")
-    _assert_one_line_error(result, *fragments)
+    assert_one_line_error(result, *fragments)
     assert sorted(p.name for p in cli_inprocess.cwd.rglob("*")) == before, "nothing written"
 
 
@@ -141,7 +141,7 @@ def test_a_source_over_the_limit_is_one_line_and_writes_no_data(cli_inprocess):
     write_pairs(cli_inprocess.cwd, pairs)
     result = cli_inprocess("fit", *args, *QUIET, "--data.truncate", "false", "--trainer.max_steps", "2",
                            "--trainer.logger", "false")
-    _assert_one_line_error(result, "pairs.jsonl:8: the source is 216 tokens, longer than data.max_source_len 128",
+    assert_one_line_error(result, "pairs.jsonl:8: the source is 216 tokens, longer than data.max_source_len 128",
                            "set data.truncate true")
     assert not (cli_inprocess.cwd / "cache").exists() and not list(cli_inprocess.cwd.rglob("*.ckpt"))
     assert not [p for p in cli_inprocess.cwd.rglob("*") if p.is_file() and p.name != "pairs.jsonl"]

@@ -162,7 +162,7 @@ def test_gpt2_from_hugging_face_is_fine_tuned_on_its_own_ids(cli, gpt2_files, re
         (hf / name).write_bytes((gpt2_files / name).read_bytes())
     corpus = cli.cwd / "corpus.py"
     corpus.write_text(corpus_text())
-    arch = ["--model.n_layer", 1, "--model.n_head", 2, "--model.n_embd", 32, 
+    arch = ["--model.n_layer", 1, "--model.n_head", 2, "--model.n_embd", 32,
             "--data.block_size", 32]  # model.vocab_size 401 and block_size 32: linked from the data
     result = _fit(cli, "--config", CONFIGS / "gpt" / "nano_finetune.yaml", "--data.corpus", corpus,
                   "--data.tokenizer", hf, "--model.init_from", hf, *arch, "--data.batch_size", 8,

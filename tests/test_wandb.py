@@ -6,9 +6,6 @@ it works offline. No test opens a network connection: every run is WANDB_MODE=of
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest

@@ -95,7 +95,7 @@ class GenerativeMetrics(Callback):
         num_samples: int = 1000,
         every_n_epochs: Optional[int] = 1,
         every_n_steps: Optional[int] = None,
-        metrics: list[str] = list(METRICS),
+        metrics: list[str] = list(METRICS),  # noqa: B006 - a fresh list per import; never mutated
         batch_size: int = 250,
         reference: Optional[str] = None,
         max_real_samples: int = 10_000,
