@@ -20,10 +20,20 @@ import torch
 class TrainsNetworksInTurn(Protocol):
     """Several networks, each trained by its own optimizer in its own backward (the GAN's G and D).
 
-    Strategies give each network named here its own DDP wrapper or DeepSpeed engine; the module calls
-    `gen_lightning.strategies.ddp_unit(self, name)` exactly when it trains that network."""
+    Strategies that implement `WrapsNetworks` give each network named here its own DDP wrapper or DeepSpeed
+    engine; the module calls `network_unit(self, name)` exactly when it trains that network. The contract goes
+    one way: the module declares, the strategy reads; neither writes into the other."""
 
     ddp_submodules: tuple[str, ...]
+
+
+@runtime_checkable
+class NamesGradientClip(Protocol):
+    """A module that clips its gradients itself (manual optimization: Lightning's `gradient_clip_val` does not
+    apply), by norm, to `gradient_clip` (0: no clipping). A strategy whose engines clip inside their own step
+    (DeepSpeed) reads it from here, where Lightning's clip_gradients would be a no-op."""
+
+    gradient_clip: float
 
 
 @runtime_checkable
@@ -92,6 +102,50 @@ class NamesCheckpointMetric(Protocol):
     checkpoint_metric: Optional[tuple[str, str]]
 
 
+# -- what a model or callback may ask of a DataModule ------------------------------------------------------------
+@runtime_checkable
+class YieldsImages(Protocol):
+    """Image data: `image_shape` is (C, H, W) of every batch (the nets are built for it)."""
+
+    image_shape: tuple[int, int, int]
+
+
+@runtime_checkable
+class CountsClasses(Protocol):
+    """Labelled data: `num_classes` classes, labels in [0, num_classes)."""
+
+    num_classes: int
+
+
+@runtime_checkable
+class HasFullDataset(Protocol):
+    """Every real item (train and validation), for reference statistics (FID of real vs generated)."""
+
+    def full_dataset(self): ...
+
+
+@runtime_checkable
+class HasVocabulary(Protocol):
+    """Token data: ids in [0, vocab_size) (the model's embedding must be at least this big)."""
+
+    vocab_size: int
+
+
+@runtime_checkable
+class CutsBlocks(Protocol):
+    """Token data cut into windows of `block_size` tokens (the model's context must hold one)."""
+
+    block_size: int
+
+
+@runtime_checkable
+class HasTokenizer(Protocol):
+    """Text data with the tokenizer that made its ids (None before `setup`); the model keeps its JSON so that a
+    checkpoint decodes on its own."""
+
+    tokenizer: object
+
+
 # -- what a callback may ask of a strategy -------------------------------------------------------------------------
 @runtime_checkable
 class SkipsNonFiniteSteps(Protocol):
@@ -99,3 +153,19 @@ class SkipsNonFiniteSteps(Protocol):
     `skipped_steps()` is the number skipped so far, summed over its engines, the same on every rank."""
 
     def skipped_steps(self) -> int: ...
+
+
+@runtime_checkable
+class WrapsNetworks(Protocol):
+    """A strategy that wraps each network of a `TrainsNetworksInTurn` module on its own (a DDP wrapper or a
+    DeepSpeed engine per network): `unit_for(name)` is what to call to train that network, None when unwrapped."""
+
+    def unit_for(self, name: str) -> Optional[torch.nn.Module]: ...
+
+
+def network_unit(module: torch.nn.Module, name: str) -> torch.nn.Module:
+    """The network `name` of `module` as it must be called to train it: its strategy's unit (a DDP wrapper, a
+    DeepSpeed engine) when the strategy wraps networks one by one, the network itself otherwise."""
+    trainer = module._trainer  # None: a LightningModule outside a Trainer
+    unit = trainer.strategy.unit_for(name) if trainer is not None and isinstance(trainer.strategy, WrapsNetworks) else None
+    return unit if unit is not None else module.get_submodule(name)

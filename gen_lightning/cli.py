@@ -30,7 +30,7 @@ from gen_lightning.errors import UserError
 from gen_lightning.preflight import check_checkpoint_family, check_checkpoint_fits, check_new_run, check_output_folders
 from gen_lightning.resume import resolve_last_checkpoint
 from gen_lightning.verbs import extra_verbs, verb_help
-import gen_lightning.strategies  # noqa: F401,E402 - registers `strategy: ddp` as SubmoduleDDPStrategy (GAN-ready)
+from gen_lightning.strategies import register as register_strategies
 
 PROG = "gen-lightning"
 
@@ -99,6 +99,10 @@ def build_cli(args: Optional[list[str]] = None, run: bool = True,
               cli_class: type[GenLightningCLI] = GenLightningCLI) -> GenLightningCLI:
     noise.install()  # before parsing: jsonargparse may import DeepSpeed (gen_lightning/noise.py)
     dead_rank.install()  # a rank that dies is one line on the others, not a traceback (gen_lightning/dead_rank.py)
+    # Here, where the CLI starts, and not as a side effect of an import: `strategy: ddp` (and ddp_spawn/fork/
+    # notebook) become SubmoduleDDPStrategy, which is Lightning's DDP for every module that names no networks and
+    # one wrapper per network for the GAN (gen_lightning/strategies/submodule_ddp.py).
+    register_strategies()
     return cli_class(
         model_class=LightningModule,
         datamodule_class=LightningDataModule,
@@ -118,6 +122,16 @@ def _run_extra_verb(verb: str, argv: list[str]) -> int:
     import importlib
 
     return importlib.import_module(f"gen_lightning.commands.{verb}").main(argv) or 0
+
+
+def _finish_wandb_run(exit_code: int) -> None:
+    """End the W&B run this call started. Lightning's WandbLogger leaves it open until the interpreter exits,
+    and a second `main([...])` in the same process (a notebook, the in-process tests) would then log into the
+    first run, whatever `--trainer.logger.init_args.id` says ("a wandb run already in progress ... will reuse
+    this run"). wandb is only looked at when the run imported it."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.run.finish(exit_code=exit_code)
 
 
 def _close_process_group() -> None:
@@ -142,8 +156,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         if argv is None:
             sys.argv[1:] = args  # Lightning reads sys.argv itself (and warns when given both)
         build_cli(None if argv is None else args)
+        _finish_wandb_run(exit_code=0)
         _close_process_group()
     except Exception as err:  # noqa: BLE001 - only user mistakes are turned into one line
+        _finish_wandb_run(exit_code=1)
         user_error = find_user_error(err)
         if user_error is None:
             raise

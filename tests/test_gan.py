@@ -146,7 +146,7 @@ def test_gan_refuses_lightnings_own_deepspeed_and_points_to_the_per_network_one(
         model.setup("fit")
 
 
-def test_gan_hands_its_gradient_clipping_to_per_network_deepspeed_engines():
+def test_per_network_deepspeed_engines_read_the_gans_gradient_clipping():
     from gen_lightning.strategies.deepspeed_engines import PerNetworkEngines
 
     class PerNetworkDeepSpeed(PerNetworkEngines, StockDeepSpeed):
@@ -156,6 +156,10 @@ def test_gan_hands_its_gradient_clipping_to_per_network_deepspeed_engines():
     model = GANModule(net="mlp", image_size=16, width=4, grad_clip=0.5)
     model._trainer = SimpleNamespace(strategy=strategy, datamodule=None)
     model.setup("fit")
+    assert strategy.config == {}  # the module writes nothing into its strategy: the strategy reads the module
+    strategy._clip_like(model)
+    assert strategy.config == {"gradient_clipping": 0.5}
+    strategy._clip_like(GANModule(net="mlp", image_size=16, width=4))  # 0: no clipping, nothing set
     assert strategy.config == {"gradient_clipping": 0.5}
 
 

@@ -104,15 +104,6 @@ def test_top_k_and_top_p_restrict_the_choice():
     assert sample_next_token(logits[:1], 0.0).item() == 0  # temperature 0 = greedy
 
 
-def test_crop_block_size_keeps_the_first_positions():
-    model = tiny()
-    wpe = model.transformer.wpe.weight[:16].clone()
-    model.crop_block_size(16)
-    assert model.config.block_size == 16 and torch.equal(model.transformer.wpe.weight, wpe)
-    with pytest.raises(ValueError, match="exceeds block_size"):
-        model(torch.zeros(1, 17, dtype=torch.long))
-
-
 def test_warmup_cosine_schedule():
     assert warmup_cosine(0, 10, 110, 0.1) == pytest.approx(1 / 11)
     assert warmup_cosine(9, 10, 110, 0.1) == pytest.approx(10 / 11)

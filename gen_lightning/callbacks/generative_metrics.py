@@ -38,6 +38,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Subset
 
+from gen_lightning.capabilities import HasFullDataset, SamplesImages, YieldsImages
 from gen_lightning.errors import UserError
 from gen_lightning.file_lock import file_lock
 from gen_lightning.metrics.classifier_features import dataset_key, ensure_classifier, load_classifier_features
@@ -166,7 +167,7 @@ class GenerativeMetrics(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.scores is not None or stage not in ("fit", "validate"):
             return
-        if not callable(getattr(pl_module, "sample", None)):
+        if not isinstance(pl_module, SamplesImages):
             raise UserError(
                 f"GenerativeMetrics needs a model with sample(n, generator); {type(pl_module).__name__} has none"
             )
@@ -194,7 +195,7 @@ class GenerativeMetrics(Callback):
         if not path.is_file():
             raise UserError(f"classifier evaluator {path} is not visible on rank {trainer.global_rank}; "
                             f"put cache_dir on a filesystem shared by all nodes")
-        extractor = load_classifier_features(path, getattr(datamodule, "image_shape", None))
+        extractor = load_classifier_features(path, datamodule.image_shape if isinstance(datamodule, YieldsImages) else None)
         rank_zero_info(f"GenerativeMetrics: extractor classifier ({path}, {extractor.fingerprint})")
         return extractor
 
@@ -225,7 +226,7 @@ class GenerativeMetrics(Callback):
 
     def _real_statistics(self, datamodule, extractor, device: torch.device) -> ReferenceStats:
         """Stream the real images through a rank-local GenerativeScores: only sums and KID features kept."""
-        if hasattr(datamodule, "full_dataset"):
+        if isinstance(datamodule, HasFullDataset):
             dataset = datamodule.full_dataset()
         else:
             datamodule.setup("fit")

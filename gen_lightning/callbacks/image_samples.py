@@ -26,7 +26,7 @@ from lightning.pytorch.callbacks import Callback
 from PIL import Image
 from torchvision.utils import make_grid
 
-from gen_lightning.capabilities import SamplesImagesByClass
+from gen_lightning.capabilities import Reconstructs, SamplesImagesByClass
 from gen_lightning.callbacks.logging_step import logging_step
 from gen_lightning.run_dir import run_dir
 from gen_lightning.strategies.sharding import parameters_are_sharded
@@ -99,7 +99,7 @@ class ImageSamples(Callback):
                 else:
                     samples = pl_module.sample(self.num_samples, generator=generator)
                 grids = {"samples": self.grid(samples)}
-                if self.reconstructions and hasattr(pl_module, "reconstruct") and self._held_out is not None:
+                if self.reconstructions and isinstance(pl_module, Reconstructs) and self._held_out is not None:
                     full_rows = len(self._held_out) // self.nrow * self.nrow
                     inputs = self._held_out[: full_rows or None]
                     labels = self._held_out_labels[: len(inputs)] if _conditional(pl_module) else None

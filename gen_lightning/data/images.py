@@ -203,12 +203,3 @@ class ImageDataModule(GenDataModule):
                 f"could not download {self.dataset} to '{self.root}' ({err}); place the original files there "
                 f"or use data.dataset=digits, which needs no network"
             ) from None
-
-
-def subset_tensors(dataset: Dataset, limit: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack (image, label) pairs of a (sub)dataset into two tensors; for evaluation code."""
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    items = [dataset[i] for i in range(n)]
-    images = torch.stack([x for x, _ in items])
-    labels = torch.tensor([int(y) for _, y in items], dtype=torch.long)
-    return images, labels

@@ -20,6 +20,7 @@ from typing import Optional
 
 import torch
 
+from gen_lightning.capabilities import YieldsImages
 from gen_lightning.errors import UserError
 from gen_lightning.file_lock import file_lock
 from gen_lightning.metrics.features import ClassifierFeatures
@@ -35,7 +36,7 @@ def dataset_key(datamodule) -> str:
     from gen_lightning.data.images import _DEFAULTS
 
     name = getattr(datamodule, "dataset", None)
-    if not isinstance(name, str) or not hasattr(datamodule, "image_shape"):
+    if not isinstance(name, str) or not isinstance(datamodule, YieldsImages):
         raise UserError(
             f"the classifier evaluator needs an ImageDataModule-like datamodule (dataset name and image_shape), "
             f"got {type(datamodule).__name__}; pass classifier_path, or use extractor=inception"

@@ -12,7 +12,7 @@ is a budget of optimizer steps: generator steps = max_steps / (n_critic + 1). Se
 
 Under DDP the nets are wrapped one by one (gen_lightning.strategies.submodule_ddp), under DeepSpeed each
 gets its own engine (gen_lightning.strategies.deepspeed_engines): each step runs the network it trains
-through `ddp_unit(...)`, everything else calls the plain networks.
+through `network_unit(...)` (gen_lightning/capabilities.py), everything else calls the plain networks.
 
 Logged: train/d_loss (with penalties), train/g_loss, train/d_real and train/d_fake (mean raw scores),
 train/gp, train/r1 when used; val/d_loss, val/d_real, val/d_fake on held-out images vs samples. A
@@ -30,6 +30,7 @@ from typing import Iterator, Literal, Optional
 import lightning as L
 import torch
 
+from gen_lightning.capabilities import WrapsNetworks, network_unit
 from gen_lightning.errors import UserError, check_learning_rates
 from gen_lightning.models.ema import ema_copy
 from gen_lightning.models.gan_losses import (
@@ -44,15 +45,13 @@ from gen_lightning.models.compiled import compile_nets
 from gen_lightning.models.flops import count, meta_like, meta_twin
 from gen_lightning.models.image_family import check_image_shape, check_num_classes, default_labels, per_sample_noise
 from gen_lightning.models.nets.gan_nets import build_gan_nets
-from gen_lightning.strategies import ddp_unit
-from gen_lightning.strategies.deepspeed_engines import PerNetworkEngines
 from gen_lightning.strategies.sharding import full_parameters
 
 
 class GANModule(L.LightningModule):
     checkpoint_metric = None  # see the module docstring
     # Trained one at a time: SubmoduleDDPStrategy gives each its own DDP wrapper.
-    ddp_submodules = ("generator", "discriminator")
+    ddp_submodules = ("generator", "discriminator")  # capabilities.TrainsNetworksInTurn
 
     def __init__(
         self,
@@ -137,6 +136,11 @@ class GANModule(L.LightningModule):
     def conditional(self) -> bool:
         return self.hparams.num_classes > 0
 
+    @property
+    def gradient_clip(self) -> float:
+        """`grad_clip`, for a strategy whose engines clip in their own step (capabilities.NamesGradientClip)."""
+        return self.hparams.grad_clip
+
     def noise(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         return torch.randn(n, self.hparams.latent_dim, generator=generator).to(self.device)
 
@@ -175,7 +179,7 @@ class GANModule(L.LightningModule):
         with self.training_only("discriminator"):
             with torch.no_grad():
                 fake = self.generator(self.noise(real.shape[0]), labels)
-            loss, logs = self.discriminator_objective(ddp_unit(self, "discriminator"), real, fake, labels)
+            loss, logs = self.discriminator_objective(network_unit(self, "discriminator"), real, fake, labels)
             self.optimize(opt, loss)
         logs["train/d_loss"] = loss.detach()
         return logs
@@ -201,7 +205,7 @@ class GANModule(L.LightningModule):
 
     def generator_step(self, opt, batch_size: int, labels: Optional[torch.Tensor]) -> torch.Tensor:
         with self.training_only("generator"):  # freezes D: the G loss flows through it, D is not updated
-            fake = ddp_unit(self, "generator")(self.noise(batch_size), labels)
+            fake = network_unit(self, "generator")(self.noise(batch_size), labels)
             # The plain D: its gradients are not wanted, so its DDP wrapper must not wait for them.
             loss = generator_loss(self.hparams.loss, self.discriminator(fake, labels))
             self.optimize(opt, loss)
@@ -231,7 +235,7 @@ class GANModule(L.LightningModule):
         """Freeze every network but `name` for one step, as Lightning's `toggled_optimizer` does; done here on
         the networks rather than on optimizer parameter groups because DeepSpeed's ZeRO optimizers hold flat
         shards, not the networks' parameters."""
-        others = [getattr(self, other) for other in self.ddp_submodules if other != name]
+        others = [self.get_submodule(other) for other in self.ddp_submodules if other != name]
         saved = [[p.requires_grad for p in net.parameters()] for net in others]
         for net in others:
             net.requires_grad_(False)
@@ -264,7 +268,7 @@ class GANModule(L.LightningModule):
     # -- Lightning plumbing -----------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         check_image_shape(self, self.image_shape)
-        use_deepspeed_clipping(self)
+        refuse_single_unit_strategies(self)
         check_num_classes(self, self.hparams.num_classes, "GAN")
         if self.hparams.compile:
             compile_nets(self.generator, self.discriminator)
@@ -276,25 +280,20 @@ class GANModule(L.LightningModule):
         return opt_g, opt_d
 
 
-def use_deepspeed_clipping(module: GANModule) -> None:
-    """Under DeepSpeed the engines clip (Lightning's clip_gradients is a no-op there): hand them `grad_clip`.
-    Runs in `setup`, before the strategy builds its engines from its config. Strategies that cannot drive two
-    networks trained in turn are refused here, in one line, before anything is wrapped."""
+def refuse_single_unit_strategies(module: GANModule) -> None:
+    """Strategies that cannot drive two networks trained in turn are refused here, in one line, before anything
+    is wrapped: the GAN needs one unit per network (capabilities.WrapsNetworks)."""
     from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
 
-    strategy = getattr(module.trainer, "strategy", None)
+    strategy = module.trainer.strategy
     if isinstance(strategy, (FSDPStrategy, ModelParallelStrategy)):
         raise UserError(
             f"{type(strategy).__name__} wraps one module and the GAN trains two networks in turn, each with its own "
             f"optimizer; use DDP (configs/trainer/ddp.yaml) or DeepSpeed (configs/trainer/deepspeed_stage3.yaml shards "
             f"like FSDP), which give each network its own unit"
         )
-    if not isinstance(strategy, DeepSpeedStrategy):
-        return
-    if not isinstance(strategy, PerNetworkEngines):  # Lightning's own strategy: one engine, one optimizer
-        raise UserError(
+    if isinstance(strategy, DeepSpeedStrategy) and not isinstance(strategy, WrapsNetworks):
+        raise UserError(  # Lightning's own strategy: one engine, one optimizer
             "Lightning's DeepSpeedStrategy drives one optimizer and a GAN steps two; use gen-lightning's "
             "(configs/trainer/deepspeed_stage2.yaml: gen_lightning.strategies.DeepSpeedCPUStrategy, one engine per network)"
         )
-    if module.hparams.grad_clip > 0:
-        strategy.config["gradient_clipping"] = module.hparams.grad_clip

@@ -6,14 +6,14 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from gen_lightning.capabilities import CountsClasses, YieldsImages
 from gen_lightning.errors import UserError
 
 
 def check_image_shape(module: L.LightningModule, expected: tuple[int, int, int]) -> None:
     """Fail before training, with the fix, when the DataModule's images do not fit the model's nets."""
-    trainer = getattr(module, "_trainer", None)
-    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-    shape = getattr(datamodule, "image_shape", None)
+    datamodule = module._trainer.datamodule if module._trainer is not None else None
+    shape = datamodule.image_shape if isinstance(datamodule, YieldsImages) else None
     if shape is not None and tuple(shape) != tuple(expected):
         c, s, _ = shape
         raise UserError(
@@ -24,9 +24,8 @@ def check_image_shape(module: L.LightningModule, expected: tuple[int, int, int])
 
 def check_num_classes(module: L.LightningModule, num_classes: int, family: str) -> None:
     """A class-conditional model must know exactly the data's classes (the labels index its one-hot/embedding)."""
-    trainer = getattr(module, "_trainer", None)
-    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-    data_classes = getattr(datamodule, "num_classes", None)
+    datamodule = module._trainer.datamodule if module._trainer is not None else None
+    data_classes = datamodule.num_classes if isinstance(datamodule, CountsClasses) else None
     if num_classes > 0 and data_classes is not None and data_classes != num_classes:
         raise UserError(
             f"the data has {data_classes} classes but model.num_classes is {num_classes}; "

@@ -26,6 +26,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from gen_lightning.capabilities import CutsBlocks, HasTokenizer, HasVocabulary
 from gen_lightning.data.tokenizers import Tokenizer, tokenizer_from_json
 from gen_lightning.errors import UserError
 from gen_lightning.metrics import TokenPerplexity
@@ -67,20 +68,20 @@ class LanguageModel(L.LightningModule):
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         vocab_size = self.net.config.vocab_size
-        data_vocab = getattr(datamodule, "vocab_size", None)
+        data_vocab = datamodule.vocab_size if isinstance(datamodule, HasVocabulary) else None
         if data_vocab is not None and data_vocab > vocab_size:
             raise UserError(
                 f"the data's tokenizer has {data_vocab} ids but model.vocab_size is {vocab_size}; "
                 f"set --model.vocab_size {data_vocab} (or more)"
             )
-        data_block = getattr(datamodule, "block_size", None)
+        data_block = datamodule.block_size if isinstance(datamodule, CutsBlocks) else None
         if self.context_limit is not None and data_block is not None and data_block > self.context_limit[0]:
             limit, option = self.context_limit
             raise UserError(
                 f"data.block_size {data_block} is longer than {option} {limit}; "
                 f"set --{option} {data_block} or --data.block_size {limit}"
             )
-        if getattr(datamodule, "tokenizer", None) is not None:
+        if isinstance(datamodule, HasTokenizer) and datamodule.tokenizer is not None:
             self.tokenizer_json = datamodule.tokenizer.to_json()
 
     # -- training -----------------------------------------------------------------------------------

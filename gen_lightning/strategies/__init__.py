@@ -1,8 +1,7 @@
-"""Strategies Lightning lacks. Importing this package registers them under their names."""
+"""Strategies Lightning lacks. Importing this package changes nothing in Lightning: `register()` (called by the CLI
+where it starts, gen_lightning/cli.py `build_cli`) makes `strategy: ddp` mean SubmoduleDDPStrategy."""
 
-from gen_lightning.strategies.deepspeed_cpu import DeepSpeedCPUStrategy  # noqa: F401 - CPU-capable DeepSpeed
-from gen_lightning.strategies.submodule_ddp import SubmoduleDDPStrategy, ddp_unit, register
+from gen_lightning.strategies.deepspeed_cpu import DeepSpeedCPUStrategy
+from gen_lightning.strategies.submodule_ddp import SubmoduleDDPStrategy, register
 
-register()  # `strategy: ddp` now also works for modules that train several networks in turn (GAN)
-
-__all__ = ["SubmoduleDDPStrategy", "ddp_unit"]
+__all__ = ["DeepSpeedCPUStrategy", "SubmoduleDDPStrategy", "register"]

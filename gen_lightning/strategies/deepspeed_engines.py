@@ -8,7 +8,7 @@ checkpoint shards. The module names its networks with the same attribute the per
 
     ddp_submodules = ("generator", "discriminator")
 
-and calls `ddp_unit(self, name)` when it trains one: under this strategy that returns the network's
+and calls `network_unit(self, name)` when it trains one: under this strategy that returns the network's
 engine. Everything else (sampling, scoring fakes for the generator loss) calls the plain network; under
 ZeRO-3 the engine's hooks sit on the network itself, so plain calls gather the shards too.
 
@@ -35,7 +35,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
 from gen_lightning.errors import UserError
-from gen_lightning.strategies.submodule_ddp import release_units
+from gen_lightning.capabilities import NamesGradientClip, TrainsNetworksInTurn
 # ENGINES_FILE, written into a multi-engine checkpoint folder: the tags (network names) in order, the first holds
 # the Lightning state. `convert`, `load_checkpoint` and the resumability check read it.
 from gen_lightning.strategies.zero_shards import ENGINES_FILE
@@ -50,7 +50,12 @@ class PerNetworkEngines:
 
     # -- which path --------------------------------------------------------------------------------------------
     def _network_names(self) -> tuple[str, ...]:
-        return tuple(getattr(self.lightning_module, "ddp_submodules", ()) or ())
+        module = self.lightning_module
+        return tuple(module.ddp_submodules) if isinstance(module, TrainsNetworksInTurn) else ()
+
+    def unit_for(self, name: str) -> Optional[nn.Module]:
+        """The engine that trains network `name` (capabilities.WrapsNetworks); None on the one-engine path."""
+        return (getattr(self, "_engines", None) or {}).get(name)
 
     @property
     def _per_network(self) -> bool:
@@ -62,12 +67,13 @@ class PerNetworkEngines:
         if not names:
             return super().init_deepspeed()
         module = self.lightning_module
+        self._clip_like(module)
         training = module.trainer.training
         optimizers, schedulers = _init_optimizers_and_lr_schedulers(module) if training else ([], [])
         self._engines = {}
         ds_optimizers = {}
         for name in names:
-            network = getattr(module, name)
+            network = module.get_submodule(name)
             if not training:
                 self._engines[name], _ = self._network_engine(network, None)
                 continue
@@ -80,10 +86,15 @@ class PerNetworkEngines:
         self.optimizers = [ds_optimizers[id(opt)] for opt in optimizers]
         # A scheduler keeps working on its optimizer's param-group dicts, which the ZeRO optimizer shares.
         self.lr_scheduler_configs = schedulers
-        module.ddp_units = dict(self._engines)
         # The Trainer calls `strategy.model` for training_step/validation_step: the module itself, which runs
-        # each network through its engine (ddp_unit) or plainly.
+        # each network through its engine (capabilities.network_unit -> unit_for) or plainly.
         self.model = module
+
+    def _clip_like(self, module: nn.Module) -> None:
+        """Manual optimization clips in the module, which under DeepSpeed is a no-op: the engines clip in their
+        step, so the module's value (capabilities.NamesGradientClip) becomes their `gradient_clipping`."""
+        if isinstance(module, NamesGradientClip) and module.gradient_clip > 0:
+            self.config["gradient_clipping"] = module.gradient_clip
 
     def _network_engine(self, network: nn.Module, optimizer: Optional[torch.optim.Optimizer]):
         import deepspeed
@@ -209,7 +220,7 @@ class PerNetworkEngines:
         self.lightning_module.load_state_dict(outside, strict=False)
 
     def teardown(self) -> None:
-        release_units(self.lightning_module)
+        self._engines = {}  # back to the plain networks for whatever follows fit
         super().teardown()
 
 

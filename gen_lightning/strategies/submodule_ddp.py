@@ -11,59 +11,58 @@ The fix is StyleGAN2-ADA's: one DistributedDataParallel wrapper per network. A m
 
     ddp_submodules = ("generator", "discriminator")
 
-and runs a network through `ddp_unit(self, "generator")` exactly when it trains that network; every
+and runs a network through `network_unit(self, "generator")` (gen_lightning/capabilities.py: the strategy hands
+out the wrapper, `unit_for`) exactly when it trains that network; every
 other use (sampling, scoring fakes for the generator's loss, validation) calls the plain network.
 Each backward then reduces exactly the gradients it produced. Parameters stay where they were
 (`generator.*`, not `generator.module.*`), so checkpoints are the same with and without DDP.
 
 Modules that name nothing (VAE, GPT) get Lightning's DDPStrategy unchanged; that is why this class
-can be registered under the plain `ddp` names (see `register`).
+can be registered under the plain `ddp` names (see `register`, which the CLI calls where it starts).
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 from lightning.fabric.strategies.registry import _StrategyRegistry
 from lightning.pytorch.overrides.distributed import _register_ddp_comm_hook, _sync_module_states
 from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 from torch import nn
 
+from gen_lightning.capabilities import TrainsNetworksInTurn
+
 # The names Lightning registers for DDPStrategy with each process start method.
 DDP_NAMES = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}
 
 
-def ddp_unit(module: nn.Module, name: str) -> nn.Module:
-    """The network `name` of `module` as it must be called to train it: its DDP wrapper when
-    SubmoduleDDPStrategy made one, the network itself otherwise (one process, or plain DDP)."""
-    unit = getattr(module, "ddp_units", {}).get(name)
-    return unit if unit is not None else getattr(module, name)
-
-
-def release_units(module: nn.Module | None) -> None:
-    """Back to the plain networks for whatever follows fit (the wrappers or engines belong to the strategy)."""
-    if module is not None and getattr(module, "ddp_units", None):
-        module.ddp_units = {}
-
-
 class SubmoduleDDPStrategy(DDPStrategy):
+    """DDPStrategy, and for a module that trains several networks in turn (capabilities.TrainsNetworksInTurn)
+    one DDP wrapper per network, handed out by `unit_for` (capabilities.WrapsNetworks)."""
+
+    _units: dict[str, nn.Module] = {}
+
+    def unit_for(self, name: str) -> Optional[nn.Module]:
+        return self._units.get(name)
+
     def configure_ddp(self) -> None:
         module = self.lightning_module
-        names = tuple(getattr(module, "ddp_submodules", ()))
-        if not names:
+        if not isinstance(module, TrainsNetworksInTurn):
             super().configure_ddp()
             return
         # DDP makes the ranks agree on what it wraps; this also covers what no wrapper holds
         # (e.g. an EMA copy), so every rank starts from rank 0's state.
         _sync_module_states(module)
-        module.ddp_units = {name: self._setup_model(getattr(module, name)) for name in names}
+        self._units = {name: self._setup_model(module.get_submodule(name)) for name in module.ddp_submodules}
         if self.root_device.type == "cuda":  # comm hooks are NCCL-only, as in DDPStrategy
-            for unit in module.ddp_units.values():
+            for unit in self._units.values():
                 _register_ddp_comm_hook(
                     model=unit, ddp_comm_state=self._ddp_comm_state, ddp_comm_hook=self._ddp_comm_hook,
                     ddp_comm_wrapper=self._ddp_comm_wrapper,
                 )
 
     def teardown(self) -> None:
-        release_units(self.lightning_module)
+        self._units = {}  # back to the plain networks for whatever follows fit
         super().teardown()
 
 

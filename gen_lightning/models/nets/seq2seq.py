@@ -275,14 +275,14 @@ class Seq2Seq(nn.Module):
         return torch.tensor([h + [stop_token] * (width - len(h)) for h in best], dtype=torch.long, device=device)
 
 
-def _init_weights(module: nn.Module, residual_writes: int) -> None:
-    if isinstance(module, nn.Linear):
-        std = 0.02 / math.sqrt(residual_writes) if getattr(module, "residual_projection", False) else 0.02
-        nn.init.normal_(module.weight, mean=0.0, std=std)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Embedding):
-        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+def _init_weights(layer: nn.Module, residual_writes: int) -> None:
+    if isinstance(layer, nn.Linear):
+        std = 0.02 / math.sqrt(residual_writes) if getattr(layer, "residual_projection", False) else 0.02
+        nn.init.normal_(layer.weight, mean=0.0, std=std)
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
+    elif isinstance(layer, nn.Embedding):
+        nn.init.normal_(layer.weight, mean=0.0, std=0.02)
 
 
 def until_stop(ids: list[int], stop_token: int) -> list[int]:

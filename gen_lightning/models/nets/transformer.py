@@ -165,16 +165,16 @@ class GPT(nn.Module):
         self.transformer.wte.weight = self.lm_head.weight
         self.apply(self._init_weights)
 
-    def _init_weights(self, module: nn.Module) -> None:
+    def _init_weights(self, layer: nn.Module) -> None:
         # GPT-2: N(0, 0.02) everywhere; projections into the residual stream get std / sqrt(2 * n_layer)
         # so that the stream's variance does not grow with depth (two such writes per block).
-        if isinstance(module, nn.Linear):
-            std = 0.02 / math.sqrt(2 * self.config.n_layer) if getattr(module, "residual_projection", False) else 0.02
-            nn.init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(layer, nn.Linear):
+            std = 0.02 / math.sqrt(2 * self.config.n_layer) if getattr(layer, "residual_projection", False) else 0.02
+            nn.init.normal_(layer.weight, mean=0.0, std=std)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+        elif isinstance(layer, nn.Embedding):
+            nn.init.normal_(layer.weight, mean=0.0, std=0.02)
 
     def num_params(self, non_embedding: bool = True) -> int:
         """Parameter count; by default without position embeddings (token embeddings are the tied head)."""
@@ -202,13 +202,6 @@ class GPT(nn.Module):
         for i, block in enumerate(self.transformer.h):
             x = block(x, caches[i] if caches else None)
         return self.lm_head(self.transformer.ln_f(x))
-
-    def crop_block_size(self, block_size: int) -> None:
-        """Keep only the first `block_size` positions (fine-tuning with a shorter context than pre-training)."""
-        if block_size > self.config.block_size:
-            raise ValueError(f"cannot grow block_size from {self.config.block_size} to {block_size}")
-        self.config.block_size = block_size
-        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size].detach().clone())
 
     @torch.no_grad()
     def generate(
