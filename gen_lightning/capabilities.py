@@ -102,6 +102,15 @@ class NamesCheckpointMetric(Protocol):
     checkpoint_metric: Optional[tuple[str, str]]
 
 
+@runtime_checkable
+class ShowsOnProgressBar(Protocol):
+    """Training values the progress bar shows: {shown name: logged key}. The bar reads them from the logged
+    values on logging steps only (callbacks/progress_bar.py): a `self.log(..., prog_bar=True)` in a training
+    step is turned into a Python number by Lightning at every batch end, a host-device sync per step."""
+
+    progress_bar_values: dict[str, str]
+
+
 # -- what a model or callback may ask of a DataModule ------------------------------------------------------------
 @runtime_checkable
 class YieldsImages(Protocol):

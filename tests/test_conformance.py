@@ -10,6 +10,8 @@ checks each contract of docs/conformance.md:
              batch), and without it stops the run with the one-line error, last.ckpt from before the bad step
   checkpoint the checkpoint converts (DeepSpeed), reloads with load_from_checkpoint (strict) and `sample` works
   wandb      the W&B offline run holds the family's keys, every row on the one step axis, media not blank
+  syncs      a training batch that neither logs, validates, writes a checkpoint nor ends an epoch makes no
+             host-device synchronisation (Tensor.item/__bool__/tolist/cpu, cuda.synchronize, collectives), per rank
 A cell a strategy cannot serve must refuse in one line when a user tries it. When the whole matrix ran, the
 session writes docs/conformance.md from these results (tests/matrix/report.py).
 """
@@ -189,7 +191,21 @@ def check_wandb(cell: Cell) -> None:
         assert_not_blank(run_files / last[f"{cell.family.media_key}.filenames"][0])
 
 
-CONTRACTS = ("loss", "resume", "metric", "nan", "checkpoint", "wandb")
+def check_syncs(cell: Cell) -> None:
+    from tests.matrix.probes import quiet_batches
+
+    files = sorted(cell.out.glob("syncs.json.rank*"))
+    assert len(files) == cell.strategy.devices, f"sync counts of {len(files)} ranks"
+    ranks = [json.loads(path.read_text()) for path in files]
+    # A batch that logs on one rank (W&B writes on rank 0 only) is a logging batch on all.
+    quiet = set.intersection(*({b["batch"] for b in quiet_batches(batches)} for batches in ranks))
+    assert len(quiet) >= 2, f"only {len(quiet)} batches that do not log"
+    for path, batches in zip(files, ranks):
+        syncing = {b["batch"]: b["syncs"][:2] for b in batches if b["batch"] in quiet and b["syncs"]}
+        assert not syncing, f"{path.name}: host-device syncs in batches that do not log: {syncing}"
+
+
+CONTRACTS = ("loss", "resume", "metric", "nan", "checkpoint", "wandb", "syncs")
 # The straight run's weights per cell (a single-file checkpoint), for the comparison across strategies below.
 STRAIGHT_WEIGHTS: dict[tuple[str, str], Path] = {}
 
@@ -208,7 +224,8 @@ def test_cell(family_name, strategy_name, tmp_path, monkeypatch, capsys):
     outcome: dict[str, str] = {}
     checks = {"loss": lambda: check_loss(cell), "resume": lambda: check_resume(cell),
               "metric": lambda: check_metric(cell, monkeypatch), "nan": lambda: check_nan(cell),
-              "checkpoint": lambda: check_checkpoint(cell, capsys), "wandb": lambda: check_wandb(cell)}
+              "checkpoint": lambda: check_checkpoint(cell, capsys), "wandb": lambda: check_wandb(cell),
+              "syncs": lambda: check_syncs(cell)}
     try:
         check_runs(cell)
     except AssertionError as err:

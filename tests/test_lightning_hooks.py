@@ -26,6 +26,8 @@ PRIVATE_NAMES = [
     ("lightning.pytorch.callbacks", "ModelCheckpoint._save_topk_checkpoint", "callbacks/checkpoint.py"),
     ("lightning.pytorch.callbacks", "ModelCheckpoint._should_skip_saving_checkpoint", "callbacks/checkpoint.py"),
     ("lightning.pytorch.callbacks", "ModelCheckpoint._monitor_candidates", "callbacks/preemption.py"),
+    ("lightning.pytorch.loops.training_epoch_loop", "_TrainingEpochLoop._broadcast_sigterm_tensor",
+     "callbacks/preemption.py"),
     ("lightning.pytorch.callbacks", "RichProgressBar._add_task", "callbacks/progress_bar.py"),
     ("lightning.pytorch.callbacks", "RichProgressBar._get_train_description", "callbacks/progress_bar.py"),
     ("lightning.pytorch.callbacks", "RichProgressBar._update", "callbacks/progress_bar.py"),

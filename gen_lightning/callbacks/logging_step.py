@@ -10,6 +10,8 @@ log through a logger directly (image grids, text tables) use this counter too.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import lightning as L
 
 
@@ -18,3 +20,15 @@ def logging_step(trainer: L.Trainer, training_ended: bool = False) -> int:
     `training_ended` (from on_train_end, after the loop counted the last batch), that of the last batch."""
     step = trainer.fit_loop.epoch_loop._batches_that_stepped
     return max(step - 1, 0) if training_ended else step
+
+
+def logs_this_step(trainer: Optional[L.Trainer]) -> bool:
+    """Whether this training batch's on_step values reach the loggers (every `log_every_n_steps`, and the last).
+
+    It is also when gen-lightning reads values on the host. Anything else in a training step stays on the
+    device, so the host can queue the next step's kernels while the GPU works: Lightning converts progress-bar
+    values with `.item()` at every batch end and drops on_step values of the batches it does not log, so the
+    modules `self.log` their progress-bar values on these steps only, and the callbacks read, reduce and
+    synchronise on them (tests/test_conformance.py counts the syncs of the other steps: 0)."""
+    connector = getattr(trainer, "_logger_connector", None)  # None: a module called outside a Trainer
+    return connector is None or bool(connector.should_update_logs)

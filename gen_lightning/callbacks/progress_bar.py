@@ -6,7 +6,10 @@ speed estimate, shows 0.00it/s until two updates fall in its 30 s window (a slow
   - bounded by max_steps (and not by max_epochs): one bar over the whole run, `Step n/max_steps`, counting
     optimizer steps (a GAN's n_critic + 1 per batch), the same bar through epoch boundaries;
   - the rate is the bar's progress since it started divided by the time since then (steps/s or batches/s);
-  - the W&B run id (`v_num`) is not repeated on every refresh: the run folder is printed once at the start.
+  - the W&B run id (`v_num`) is not repeated on every refresh: the run folder is printed once at the start;
+  - the training values a module names (`progress_bar_values`, capabilities.ShowsOnProgressBar) are read from
+    its logged values (`.item()`, a host-device sync) on logging steps only and shown until the next one
+    (callbacks/logging_step.py); the bar itself still moves every batch.
 The CLI adds it whenever the progress bar is on and no other progress bar callback is configured.
 """
 
@@ -19,6 +22,9 @@ import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
 from rich.progress import ProgressColumn
 from rich.text import Text
+
+from gen_lightning.callbacks.logging_step import logs_this_step
+from gen_lightning.capabilities import ShowsOnProgressBar
 
 
 class _RateColumn(ProgressColumn):
@@ -37,6 +43,7 @@ class _RateColumn(ProgressColumn):
 
 
 class GenProgressBar(RichProgressBar):
+    _shown_metrics: Optional[dict] = None  # the values on the bar, read at the latest logging step
     def _bounded_by_steps(self, trainer: Optional[L.Trainer] = None) -> bool:
         trainer = trainer or self.trainer
         return trainer.max_steps > 0 and trainer.max_epochs in (None, -1)
@@ -79,6 +86,13 @@ class GenProgressBar(RichProgressBar):
             self.refresh()
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        if trainer.training and self._shown_metrics is not None and not logs_this_step(trainer):
+            return self._shown_metrics
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)  # the run folder is printed once instead (callbacks/config_saver.py)
+        if trainer.training and isinstance(pl_module, ShowsOnProgressBar):
+            logged = trainer.callback_metrics
+            shown = {name: float(logged[key]) for name, key in pl_module.progress_bar_values.items() if key in logged}
+            metrics = {**shown, **metrics}
+        self._shown_metrics = metrics
         return metrics

@@ -7,7 +7,11 @@ speed with the validation batch index as the step, which bends W&B's step axis. 
 timed wall-clock from batch to batch (data loading included, validation pauses excluded), logged
 through `self.log` so it lands on the same step as the losses.
 
-Logged (every `trainer.log_every_n_steps`, once `window_size` batches have been seen):
+The clock is read (after `torch.cuda.synchronize()` on a GPU) on logging steps only, the steps where the host
+waits for the device anyway (callbacks/logging_step.py): a sync per batch would stop the host from queueing the
+next step's kernels. Rates are averaged over the logging intervals that span about `window_size` batches.
+
+Logged (every `trainer.log_every_n_steps`, from the second logging step on):
   throughput/samples_per_sec         all ranks together
   throughput/tokens_per_sec          all ranks together, when batches are integer token windows [B, T]
   throughput/device/samples_per_sec  this rank (the same on every rank under DDP)
@@ -29,6 +33,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.callbacks.throughput_monitor import _plugin_to_compute_dtype  # bf16 vs fp32 peak
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
+from gen_lightning.callbacks.logging_step import logs_this_step
 from gen_lightning.capabilities import ReportsFlops
 
 
@@ -61,7 +66,7 @@ class GenThroughput(Callback):
     def __init__(self, window_size: int = 20) -> None:
         """
         Args:
-            window_size: batches the speed is averaged over (at least 2).
+            window_size: batches the speed is averaged over (at least 2; rounded to whole logging intervals).
         """
         if window_size < 2:
             from gen_lightning.errors import UserError
@@ -73,14 +78,17 @@ class GenThroughput(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         dtype = _plugin_to_compute_dtype(trainer.precision_plugin)
+        # One update per logging step: a window of that many updates spans about `window_size` batches.
+        updates = max(2, round(self.window_size / max(trainer.log_every_n_steps, 1)) + 1)
         self._throughput = Throughput(
             available_flops=get_available_flops(trainer.strategy.root_device, dtype),
             world_size=trainer.world_size,
-            window_size=self.window_size,
+            window_size=updates,
         )
         self._start = time.perf_counter()
         self._paused = 0.0  # seconds spent in validation inside the training loop
         self._batches = self._samples = self._tokens = 0
+        self._flops_since_update = 0
         self._flops: dict[tuple, int] = {}  # per batch shape: counted once, on the meta device
         if isinstance(pl_module, ReportsFlops) and self._throughput.available_flops is None:
             rank_zero_info(f"throughput: MFU is not logged: the peak FLOPs of this device "
@@ -108,25 +116,26 @@ class GenThroughput(Callback):
         x = batch_tensor(batch)
         if self._throughput is None or x is None:
             return
-        if trainer.strategy.root_device.type == "cuda":
-            torch.cuda.synchronize()  # time the work, not the kernel launches
         self._batches += 1
         self._samples += x.shape[0]
         tokens = is_token_batch(x)
         self._tokens += x.numel() if tokens else 0
-        flops = self._batch_flops(pl_module, batch, x)  # this device's; Throughput sums the ranks itself
+        self._flops_since_update += self._batch_flops(pl_module, batch, x)  # this device's; Throughput sums ranks
+        # Lightning drops on_step values of batches it does not write to the logger; computing and
+        # `self.log`-ing them anyway cost ~2.5 ms per step on the nano GPT (benchmarks/README.md), and
+        # reading the clock right needs a device sync. LearningRateMonitor decides with the same flag.
+        if not logs_this_step(trainer):
+            return
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()  # time the work, not the kernel launches
         self._throughput.update(
             time=time.perf_counter() - self._start - self._paused,
             batches=self._batches,
             samples=self._samples,
             lengths=self._tokens if tokens else None,
-            flops=flops or None,
+            flops=self._flops_since_update or None,
         )
-        # Lightning drops on_step values of batches it does not write to the logger; computing and
-        # `self.log`-ing them anyway cost ~2.5 ms per step on the nano GPT (benchmarks/README.md).
-        # LearningRateMonitor decides with the same flag.
-        if not trainer._logger_connector.should_update_logs:
-            return
+        self._flops_since_update = 0
         metrics = self._throughput.compute()
         world = trainer.world_size
         logged = {}

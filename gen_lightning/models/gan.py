@@ -30,6 +30,7 @@ from typing import Iterator, Literal, Optional
 import lightning as L
 import torch
 
+from gen_lightning.callbacks.logging_step import logs_this_step
 from gen_lightning.capabilities import WrapsNetworks, network_unit
 from gen_lightning.errors import UserError, check_learning_rates
 from gen_lightning.models.ema import ema_copy
@@ -50,6 +51,7 @@ from gen_lightning.strategies.sharding import full_parameters
 
 class GANModule(L.LightningModule):
     checkpoint_metric = None  # see the module docstring
+    progress_bar_values = {"d_loss": "train/d_loss", "g_loss": "train/g_loss"}
     # Trained one at a time: SubmoduleDDPStrategy gives each its own DDP wrapper.
     ddp_submodules = ("generator", "discriminator")  # capabilities.TrainsNetworksInTurn
 
@@ -171,9 +173,11 @@ class GANModule(L.LightningModule):
         if self.generator_ema is not None:
             with full_parameters(self.generator):  # ZeRO-3 keeps only a shard of each weight per rank
                 self.generator_ema.update_parameters(self.generator)
-        self.log_dict({**d_logs, "train/g_loss": g_loss}, on_step=True, on_epoch=False)
-        self.log("d_loss", d_logs["train/d_loss"], prog_bar=True, logger=False)
-        self.log("g_loss", g_loss, prog_bar=True, logger=False)
+        # Only on the steps Lightning writes to the loggers (callbacks/logging_step.py): it drops the others' on_step
+        # values anyway, reads progress-bar values on the host, and each `self.log` costs ~0.5 ms of bookkeeping,
+        # several per batch for a GAN (benchmarks/README.md §1). `train/*` in callback_metrics: the latest logged.
+        if logs_this_step(self._trainer):
+            self.log_dict({**d_logs, "train/g_loss": g_loss}, on_step=True, on_epoch=False)
 
     def discriminator_step(self, opt, real: torch.Tensor, labels: Optional[torch.Tensor]) -> dict:
         with self.training_only("discriminator"):

@@ -46,6 +46,7 @@ def warmup_cosine(step: int, warmup_steps: int, decay_steps: int, min_ratio: flo
 
 class LanguageModel(L.LightningModule):
     checkpoint_metric = ("val/loss", "min")
+    progress_bar_values = {"loss": "train/loss"}
     net: torch.nn.Module
 
     def __init__(self) -> None:
@@ -95,7 +96,7 @@ class LanguageModel(L.LightningModule):
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        self.log("train/loss", loss, on_step=True, on_epoch=False)
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:

@@ -42,6 +42,7 @@ from gen_lightning.strategies.sharding import parameters_are_sharded
 
 class Seq2SeqModule(L.LightningModule):
     checkpoint_metric = ("val/bleu", "max")
+    progress_bar_values = {"loss": "train/loss"}
 
     def __init__(
         self,
@@ -223,7 +224,7 @@ class Seq2SeqModule(L.LightningModule):
         logits = self.net(batch.source, batch.source_mask, target_in)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), batch.target_out.flatten(), ignore_index=IGNORE_INDEX,
                                label_smoothing=self.hparams.label_smoothing)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=batch.source.size(0))
+        self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=batch.source.size(0))
         return loss
 
     def flops_per_batch(self, batch: PairBatch) -> int:

@@ -34,6 +34,7 @@ from gen_lightning.models.nets.vae_nets import build_vae_nets
 class VAEModule(L.LightningModule):
     # Used by the checkpoint callback to keep the best model.
     checkpoint_metric = ("val/elbo", "max")
+    progress_bar_values = {"loss": "train/loss"}
 
     def __init__(
         self,
@@ -152,7 +153,6 @@ class VAEModule(L.LightningModule):
             {"train/loss": loss, "train/recon": recon, "train/kl": kl, "train/beta": beta},
             prog_bar=False, on_step=True, on_epoch=False,
         )
-        self.log("loss", loss, prog_bar=True, logger=False)
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:

@@ -4,6 +4,8 @@ Started as one process; for 2-process strategies Lightning's launcher starts ran
 first fit, and every later Trainer joins the same process group (as in any script that fits more than once).
 Runs, all through the real CLI entry (build_cli) with the shipped configs:
   straight  N steps, W&B offline (the dashboard contract is read from this run's files)
+  syncs     N steps as a user runs them (progress bar on, W&B offline, log every 4 steps), counting the host-device
+            synchronisations of each training batch (probes.SyncCounter): 0 in the batches that do not log
   half      N // 2 steps, then `resumed`: --ckpt_path last to N steps (must equal `straight`)
   validate  the straight run's last checkpoint under this strategy (compared with 1 process by the test)
   nan       N steps with every loss of one batch NaN and --divergence.skip_bad_steps 3 (parameters unchanged)
@@ -34,6 +36,10 @@ def main(family_name: str, strategy_name: str, out: Path) -> int:
     runs = {
         "straight": ["fit", *base, "--trainer.max_steps", n, "--trainer.logger.init_args.save_dir", out / "straight",
                      "--trainer.logger.init_args.id", "straight", "--trainer.default_root_dir", out / "straight"],
+        "syncs": ["fit", *base, "--trainer.max_steps", n, "--trainer.log_every_n_steps", "4",
+                  "--trainer.enable_progress_bar", "true", "--trainer.logger.init_args.save_dir", out / "syncs",
+                  "--trainer.logger.init_args.id", "syncs", "--trainer.default_root_dir", out / "syncs",
+                  "--trainer.callbacks+=tests.matrix.probes.SyncCounter", "--trainer.callbacks.path", out / "syncs.json"],
         "half": ["fit", *base, *no_logger, "--trainer.max_steps", half, "--trainer.default_root_dir", out / "resumed"],
         "resumed": ["fit", *base, *no_logger, "--trainer.max_steps", n, "--trainer.default_root_dir", out / "resumed",
                     "--ckpt_path", "last"],

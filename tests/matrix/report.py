@@ -44,7 +44,8 @@ def write_if_complete(seconds: float) -> bool:
         "a NaN batch is skipped with no parameter change (`--divergence.skip_bad_steps`) or stops the run in one",
         "line with `last.ckpt` from before it; the checkpoint converts (DeepSpeed), reloads with",
         "`load_from_checkpoint` and `gen-lightning sample` works; the W&B run holds the family's keys on one",
-        "step axis with media that are not blank. An unsupported cell refuses in one line (also tested).",
+        "step axis with media that are not blank; a training batch that does not log, validate or checkpoint makes",
+        "no host-device sync (counted per rank). An unsupported cell refuses in one line (also tested).",
         "",
         (f"Last run: {datetime.date.today().isoformat()}, {platform.machine()} CPU processes (gloo), torch "
          f"{torch.__version__}, lightning {lightning.__version__}; {seconds / 60:.1f} minutes for the session."),
