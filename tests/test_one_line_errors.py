@@ -14,7 +14,7 @@ from PIL import Image
 from tests.conftest import CONFIGS
 from tests.test_bad_inputs import QUIET, TINY_VAE, _snapshot
 from tests.helpers import assert_one_line_error
-from tests.test_sweep import sweep_text
+from tests.sweep_helpers import sweep_text
 
 VAE = str(CONFIGS / "vae" / "mlp_digits.yaml")
 GAN = str(CONFIGS / "gan" / "mlp_digits.yaml")

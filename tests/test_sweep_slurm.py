@@ -14,7 +14,7 @@ import pytest
 from gen_lightning.sweeps.storage import open_storage
 from tests.conftest import CONFIGS, REPO, cli_env
 from tests.test_slurm import cluster  # noqa: F401 - the fixture: a two-node cluster for this module
-from tests.test_sweep import TINY, states
+from tests.sweep_helpers import TINY, states
 
 pytestmark = pytest.mark.slurm
 
