@@ -1,4 +1,6 @@
-"""Helpers shared by test modules: reading what a run wrote (W&B offline runs, images)."""
+"""Helpers shared by test modules: the arguments of tiny quiet runs, a free port, what a folder holds, reading
+what a run wrote (W&B offline runs, images). The sweep tests' helpers: tests/sweep_helpers.py; the metrics
+tests' feature extractor and data: tests/metrics_helpers.py."""
 
 from __future__ import annotations
 
@@ -8,11 +10,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import CONFIGS
+
+# Progress bar and model summary off, one validation batch, none of the config's callbacks (the logger as the
+# config has it): the VAE on digits as small as it trains (TINY_VAE), for runs that must fail fast or write little.
+QUIET_NO_CALLBACKS = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+                      "--trainer.limit_val_batches", "1", "--trainer.callbacks", "[]"]
+TINY_VAE = ["fit", "--config", str(CONFIGS / "vae/mlp_digits.yaml"), "--model.hidden_dim", "16",
+            "--model.latent_dim", "2", "--data.batch_size", "64", *QUIET_NO_CALLBACKS]
+
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def snapshot(folder) -> dict:
+    """Every file under `folder` with its mtime and bytes: equal snapshots mean nothing was written there."""
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.rglob("*") if p.is_file()}
 
 
 def assert_not_blank(png: Path) -> None:

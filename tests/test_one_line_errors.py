@@ -12,8 +12,7 @@ import torch
 from PIL import Image
 
 from tests.conftest import CONFIGS
-from tests.test_bad_inputs import QUIET, TINY_VAE, _snapshot
-from tests.helpers import assert_one_line_error
+from tests.helpers import QUIET_NO_CALLBACKS, TINY_VAE, assert_one_line_error, snapshot
 from tests.sweep_helpers import sweep_text
 
 VAE = str(CONFIGS / "vae" / "mlp_digits.yaml")
@@ -131,12 +130,12 @@ def test_a_folder_as_ckpt_path_is_a_folder(cli_inprocess, inside):
     for name in inside:
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         torch.save(_lightning_checkpoint(), folder / name)
-    before = _snapshot(folder)
+    before = snapshot(folder)
     result = cli_inprocess("fit", "--config", VAE, "--trainer.logger", "false", "--ckpt_path", "run")
     assert_one_line_error(result, "--ckpt_path 'run' is a folder, not a checkpoint file",
                            *(["e.g. --ckpt_path run/checkpoints/last.ckpt"] if inside else []))
     assert "does not exist" not in result.stderr
-    assert _snapshot(folder) == before
+    assert snapshot(folder) == before
 
 
 def test_safe_torch_load_says_folder(tmp_path):
@@ -233,7 +232,7 @@ def test_wandb_online_without_a_key_is_one_line_before_training(cli_inprocess, m
     monkeypatch.setenv("WANDB_MODE", "online")
     monkeypatch.setenv("HOME", str(cli_inprocess.cwd))  # no ~/.netrc
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    result = cli_inprocess("fit", "--config", VAE, *QUIET, "--trainer.max_steps", "2")
+    result = cli_inprocess("fit", "--config", VAE, *QUIET_NO_CALLBACKS, "--trainer.max_steps", "2")
     assert_one_line_error(result, "WANDB_MODE=online but no API key found", "wandb login", "WANDB_MODE=offline")
     assert not list(cli_inprocess.cwd.rglob("*.ckpt")) and not list(cli_inprocess.cwd.rglob("config.yaml"))
 
