@@ -9,8 +9,12 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tests.conftest import CONFIGS
+
+if TYPE_CHECKING:
+    import lightning as L
 
 # No logger, progress bar or model summary.
 QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
@@ -27,6 +31,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def tiny_trainer(tmp_path, max_steps: int, callbacks=(), logger=False) -> L.Trainer:
+    """A one-CPU Trainer for in-process runs: no checkpoints, progress bar or summary, one validation batch."""
+    import lightning as L
+
+    return L.Trainer(
+        accelerator="cpu", devices=1, max_steps=max_steps, logger=logger, callbacks=list(callbacks),
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tmp_path, limit_val_batches=1, num_sanity_val_steps=1,
+    )
 
 
 def snapshot(folder) -> dict:
