@@ -8,10 +8,11 @@ import json
 import socket
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, REPO, cli_env
 
 if TYPE_CHECKING:
     import lightning as L
@@ -31,6 +32,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def run_two_ranks(script: str, folder: Path, timeout: float = 120) -> list[dict]:
+    """Run `script` as ranks 0 and 1 (argv: rank, port, folder); each writes folder/<rank>.json."""
+    path = folder / "worker.py"
+    path.write_text(textwrap.dedent(script))
+    port = str(free_port())
+    procs = [
+        subprocess.Popen([sys.executable, str(path), str(rank), port, str(folder)], cwd=REPO, env=cli_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in (0, 1)
+    ]
+    try:
+        outputs = [p.communicate(timeout=timeout)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for rank, (p, out) in enumerate(zip(procs, outputs)):
+        assert p.returncode == 0, f"rank {rank} failed:\n{out[-3000:]}"
+    return [json.loads((folder / f"{rank}.json").read_text()) for rank in (0, 1)]
 
 
 def tiny_trainer(tmp_path, max_steps: int, callbacks=(), logger=False) -> L.Trainer:
