@@ -71,6 +71,11 @@ def snapshot(folder) -> dict:
     return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.rglob("*") if p.is_file()}
 
 
+def unchanged(path):
+    """Bytes and mtime of `path`, to compare after a refused command."""
+    return path.read_bytes(), path.stat().st_mtime_ns
+
+
 def assert_not_blank(png: Path) -> None:
     """The image shows something: not one flat colour (the black W&B grids had std 0)."""
     import numpy as np

@@ -12,23 +12,19 @@ import torch
 
 from gen_lightning.resume import _run_id_with_newest_last, newest_last
 from tests.conftest import CONFIGS
-from tests.helpers import QUIET_NO_CALLBACKS, assert_one_line_error, snapshot
+from tests.helpers import QUIET_NO_CALLBACKS, assert_one_line_error, snapshot, unchanged
 
 VAE = str(CONFIGS / "vae" / "mlp_digits.yaml")
-
-
-def _unchanged(path):
-    return path.read_bytes(), path.stat().st_mtime_ns
 
 
 # -- sample / export / convert ----------------------------------------------------------------------------
 def test_sample_refuses_an_existing_out_file(cli_inprocess):
     grid = cli_inprocess.cwd / "grid.png"
     grid.write_bytes(b"yesterday's grid")
-    before = _unchanged(grid)
+    before = unchanged(grid)
     result = cli_inprocess("sample", "--ckpt", "missing.ckpt", "--out", "grid.png")
     assert_one_line_error(result, "--out 'grid.png' already exists", "--overwrite")
-    assert _unchanged(grid) == before
+    assert unchanged(grid) == before
     # With --overwrite the target passes: the next problem is the (missing) checkpoint.
     result = cli_inprocess("sample", "--ckpt", "missing.ckpt", "--out", "grid.png", "--overwrite")
     assert_one_line_error(result, "--ckpt 'missing.ckpt' does not exist")
@@ -70,10 +66,10 @@ def test_convert_refuses_an_existing_output(cli_inprocess, out_args, target):
     _zero_folder(cli_inprocess.cwd)
     existing = cli_inprocess.cwd / target
     existing.write_bytes(b"an earlier conversion")
-    before = _unchanged(existing)
+    before = unchanged(existing)
     result = cli_inprocess("convert", "last.ckpt", *out_args)
     assert_one_line_error(result, f"'{target}' already exists", "--overwrite")
-    assert _unchanged(existing) == before
+    assert unchanged(existing) == before
 
 
 def test_convert_output_that_is_a_folder(cli_inprocess):

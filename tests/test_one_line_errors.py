@@ -12,16 +12,11 @@ import torch
 from PIL import Image
 
 from tests.conftest import CONFIGS
-from tests.helpers import QUIET_NO_CALLBACKS, TINY_VAE, assert_one_line_error, snapshot
+from tests.helpers import QUIET_NO_CALLBACKS, TINY_VAE, assert_one_line_error, snapshot, unchanged
 from tests.sweep_helpers import sweep_text
 
 VAE = str(CONFIGS / "vae" / "mlp_digits.yaml")
 GAN = str(CONFIGS / "gan" / "mlp_digits.yaml")
-
-
-def _unchanged(path):
-    """Bytes and mtime of `path`, to compare after a refused command."""
-    return path.read_bytes(), path.stat().st_mtime_ns
 
 
 # -- config files ---------------------------------------------------------------------------------------
@@ -35,11 +30,11 @@ def _unchanged(path):
 def test_yaml_mistake_names_file_line_and_problem(cli_inprocess, text, fragments):
     bad = cli_inprocess.cwd / "bad.yaml"
     bad.write_text(text)
-    before = _unchanged(bad)
+    before = unchanged(bad)
     for spelling in (["--config", "bad.yaml"], ["--config=bad.yaml"], ["-c", "bad.yaml"]):
         result = cli_inprocess("fit", "--config", VAE, *spelling, "--trainer.logger", "false")
         assert_one_line_error(result, *fragments)
-    assert _unchanged(bad) == before
+    assert unchanged(bad) == before
     assert not (cli_inprocess.cwd / "runs").exists()
 
 
@@ -110,10 +105,10 @@ def _without(*keys):
 def test_checkpoint_lacking_what_the_command_needs(cli_inprocess, make, subcommand, fragments):
     ckpt = cli_inprocess.cwd / "odd.ckpt"
     torch.save(make(), ckpt)
-    before = _unchanged(ckpt)
+    before = unchanged(ckpt)
     result = cli_inprocess(subcommand, "--config", VAE, "--trainer.logger", "false", "--ckpt_path", "odd.ckpt")
     assert_one_line_error(result, "odd.ckpt", *fragments)
-    assert _unchanged(ckpt) == before
+    assert unchanged(ckpt) == before
     assert not list(cli_inprocess.cwd.rglob("checkpoints"))
 
 
@@ -156,12 +151,12 @@ def test_decompression_bomb_is_a_corrupt_or_unreadable_image(cli_inprocess, monk
     for i in range(8):
         Image.new("L", (8, 8), color=random.randint(0, 255)).save(root / "a" / f"{i}.png")
     Image.new("L", (64, 64)).save(root / "a" / "bomb.png")
-    before = _unchanged(root / "a" / "bomb.png")
+    before = unchanged(root / "a" / "bomb.png")
     result = cli_inprocess(*TINY_VAE, "--data.dataset", "folder", "--data.root", str(root), "--data.image_size", "8",
                            "--data.channels", "1", "--data.batch_size", "3",
                            "--data.val_fraction", "0.3", "--trainer.max_steps", "20", "--trainer.logger", "false")
     assert_one_line_error(result, "corrupt or unreadable image", "bomb.png", "decompression bomb")
-    assert _unchanged(root / "a" / "bomb.png") == before
+    assert unchanged(root / "a" / "bomb.png") == before
     assert not list(cli_inprocess.cwd.rglob("*.ckpt"))
 
 
@@ -176,10 +171,10 @@ def test_sample_out_read_only_file(cli_inprocess):
     target = cli_inprocess.cwd / "grid.png"
     target.write_bytes(b"an older grid")
     target.chmod(0o444)
-    before = _unchanged(target)
+    before = unchanged(target)
     result = cli_inprocess("sample", "--ckpt", "missing.ckpt", "--out", "grid.png", "--overwrite")
     assert_one_line_error(result, "--out 'grid.png' is read-only", "chmod u+w")
-    assert _unchanged(target) == before
+    assert unchanged(target) == before
 
 
 def test_sample_out_under_a_file(cli_inprocess):
@@ -201,10 +196,10 @@ def test_sample_ckpt_that_is_no_checkpoint(cli_inprocess, make, fragment):
 def test_export_out_file(cli_inprocess):
     target = cli_inprocess.cwd / "model.bin"
     target.write_bytes(b"weights")
-    before = _unchanged(target)
+    before = unchanged(target)
     result = cli_inprocess("export", "--ckpt", "missing.ckpt", "--out", "model.bin")
     assert_one_line_error(result, "--out 'model.bin' is a file", "give a folder")
-    assert _unchanged(target) == before
+    assert unchanged(target) == before
 
 
 # -- sweep bounds ---------------------------------------------------------------------------------------------
@@ -220,10 +215,10 @@ def test_export_out_file(cli_inprocess):
 def test_sweep_bounds_are_one_line(cli_inprocess, parameters, message):
     sweep = cli_inprocess.cwd / "s.yaml"
     sweep.write_text(sweep_text("random", parameters))
-    before = _unchanged(sweep)
+    before = unchanged(sweep)
     result = cli_inprocess("sweep", "s.yaml", "--local", "--count", "2")
     assert_one_line_error(result, message)
-    assert _unchanged(sweep) == before
+    assert unchanged(sweep) == before
     assert sorted(p.name for p in cli_inprocess.cwd.iterdir()) == ["s.yaml"]
 
 
