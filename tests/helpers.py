@@ -123,6 +123,16 @@ def merged_config(records: list[dict]) -> dict:
     return config
 
 
+class TableLogger:
+    """A logger with log_text only: records the tables a sample callback hands it."""
+
+    def __init__(self):
+        self.calls = []
+
+    def log_text(self, key, columns, data, step):
+        self.calls.append((key, columns, [list(r) for r in data], step))
+
+
 class CliResult:
     def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
         self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
