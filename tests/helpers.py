@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 # No logger, progress bar or model summary.
 QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
          "--trainer.enable_model_summary", "false"]
+# No logger or progress bar (the model summary printed).
+QUIET_KEEP_SUMMARY = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
 # Progress bar and model summary off, one validation batch, none of the config's callbacks (the logger as the
 # config has it): the VAE on digits as small as it trains (TINY_VAE), for runs that must fail fast or write little.
 QUIET_NO_CALLBACKS = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
