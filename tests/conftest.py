@@ -150,3 +150,13 @@ def cli_inprocess(tmp_path, monkeypatch, capsys):
 
     _run.cwd = tmp_path
     return _run
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A real two-node Slurm cluster on this machine (tests/slurm/cluster.py), brought up once for each module
+    that asks for it and torn down at its end; skips, saying why, where it cannot come up (not root, no Slurm)."""
+    from tests.slurm.cluster import local_cluster
+
+    with local_cluster() as up:
+        yield up

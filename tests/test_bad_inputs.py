@@ -14,22 +14,12 @@ from PIL import Image
 from gen_lightning.checkpoint_io import atomic_torch_save
 from gen_lightning.cli import main
 from tests.conftest import CONFIGS
-from tests.helpers import assert_one_line_error
-
-QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-         "--trainer.limit_val_batches", "1", "--trainer.callbacks", "[]"]
-TINY_VAE = ["fit", "--config", str(CONFIGS / "vae/mlp_digits.yaml"), "--model.hidden_dim", "16",
-            "--model.latent_dim", "2", "--data.batch_size", "64", *QUIET]
-
+from tests.helpers import QUIET_NO_CALLBACKS, TINY_VAE, assert_one_line_error, snapshot
 
 def _tiny_gpt(corpus, tokenizer="byte") -> list[str]:
     return ["fit", "--config", str(CONFIGS / "gpt/nano_stdlib.yaml"), "--data.corpus", str(corpus),
             "--data.tokenizer", tokenizer, "--data.vocab_size", "257",
-            "--data.block_size", "16", "--data.batch_size", "4", *QUIET]
-
-
-def _snapshot(folder) -> dict:
-    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.rglob("*") if p.is_file()}
+            "--data.block_size", "16", "--data.batch_size", "4", *QUIET_NO_CALLBACKS]
 
 
 @pytest.fixture
@@ -59,10 +49,10 @@ def test_corrupt_image_in_folder_dataset(cli_inprocess):
 def test_checkpoint_of_another_model_family(cli_inprocess, vae_ckpt):
     corpus = cli_inprocess.cwd / "corpus.txt"
     corpus.write_text("def f(x):\n    return x + 1\n" * 400)
-    before = _snapshot(cli_inprocess.cwd / "runs")
+    before = snapshot(cli_inprocess.cwd / "runs")
     result = cli_inprocess(*_tiny_gpt(corpus), "--trainer.max_steps", "2", "--ckpt_path", str(vae_ckpt))
     assert_one_line_error(result, str(vae_ckpt), "is a VAEModule", "this run builds a GPTModule")
-    assert _snapshot(cli_inprocess.cwd / "runs") == before
+    assert snapshot(cli_inprocess.cwd / "runs") == before
 
 
 def test_checkpoint_that_does_not_fit_the_model(cli_inprocess, vae_ckpt):
@@ -89,10 +79,10 @@ def test_tokenizer_mismatch_between_checkpoint_and_data(cli_inprocess):
 
 def test_truncated_checkpoint_via_ckpt_path(cli_inprocess, vae_ckpt):
     vae_ckpt.write_bytes(vae_ckpt.read_bytes()[:1000])
-    before = _snapshot(cli_inprocess.cwd / "runs")
+    before = snapshot(cli_inprocess.cwd / "runs")
     result = cli_inprocess(*TINY_VAE, "--trainer.max_steps", "4", "--ckpt_path", str(vae_ckpt))
     assert_one_line_error(result, str(vae_ckpt), "corrupt or truncated")
-    assert _snapshot(cli_inprocess.cwd / "runs") == before
+    assert snapshot(cli_inprocess.cwd / "runs") == before
 
 
 def test_ckpt_path_last_without_a_checkpoint_is_an_error(cli_inprocess):

@@ -18,7 +18,7 @@ from gen_lightning.data.images import load_digits_tensor
 from gen_lightning.errors import UserError
 from gen_lightning.models import GANModule, GPTModule, VAEModule
 from tests.conftest import CONFIGS
-from tests.test_gan import tiny_trainer
+from tests.helpers import tiny_trainer
 
 # The parameters (and buffers) of the unconditional VAE before conditioning existed: a checkpoint written
 # then holds exactly these, so with num_classes=0 it must still load.

@@ -13,14 +13,12 @@ import pytest
 import torch
 
 from tests.conftest import CONFIGS, REPO, cli_env
+from tests.helpers import QUIET
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("deepspeed") is None,
     reason="deepspeed is not installed: DS_BUILD_OPS=0 pip install --no-build-isolation deepspeed",
 )
-
-QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-         "--trainer.enable_model_summary", "false"]
 
 
 def experiment_args(family: str, folder: Path) -> list:

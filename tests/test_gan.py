@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
-import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -17,14 +16,7 @@ from gen_lightning.data import ImageDataModule
 from gen_lightning.errors import UserError
 from gen_lightning.models import GANModule, VAEModule
 from gen_lightning.models.nets.gan_nets import build_gan_nets
-
-
-def tiny_trainer(tmp_path, max_steps: int, callbacks=(), logger=False) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu", devices=1, max_steps=max_steps, logger=logger, callbacks=list(callbacks),
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=tmp_path, limit_val_batches=1, num_sanity_val_steps=1,
-    )
+from tests.helpers import tiny_trainer
 
 
 def blobs(image_size: int = 16, batch_size: int = 16) -> ImageDataModule:

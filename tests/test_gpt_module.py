@@ -11,6 +11,7 @@ from gen_lightning.callbacks import TextSamples
 from gen_lightning.data.tokenizers import ByteTokenizer
 from gen_lightning.errors import UserError
 from gen_lightning.models import GPTModule
+from tests.helpers import TableLogger
 
 SMALL = dict(n_layer=1, n_head=2, n_embd=16)
 
@@ -90,14 +91,6 @@ def test_generate_text_stops_at_end_of_text_and_restores_train_mode():
     assert module.generate_text("abc", 10, num_samples=2, temperature=0) == ["", ""]
     assert module.training
     assert len(module.generate_text("abc", 10, temperature=0, stop_at_eot=False)[0]) == 0  # only id 256: no bytes
-
-
-class TableLogger:
-    def __init__(self):
-        self.calls = []
-
-    def log_text(self, key, columns, data, step):
-        self.calls.append((key, columns, [list(r) for r in data], step))
 
 
 def test_text_samples_go_to_loggers_with_log_text_and_to_the_run_folder(tmp_path):

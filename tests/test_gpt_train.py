@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from tests.conftest import CONFIGS, run_cli
+from tests.helpers import QUIET_KEEP_SUMMARY
 
 PRETRAIN = CONFIGS / "gpt" / "nano_stdlib.yaml"
 FINETUNE = CONFIGS / "gpt" / "nano_finetune.yaml"
-QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
 STEPS = 80
 
 
@@ -36,7 +36,7 @@ def pretrained(tmp_path_factory, cache):
     cwd = tmp_path_factory.mktemp("pretrain")
     result = run_cli(
         ["fit", "--config", PRETRAIN, "--trainer.max_steps", STEPS, "--trainer.val_check_interval", STEPS,
-         "--data.max_chars", 3_000_000, "--data.val_windows", 128, "--data.cache_dir", cache, *QUIET],
+         "--data.max_chars", 3_000_000, "--data.val_windows", 128, "--data.cache_dir", cache, *QUIET_KEEP_SUMMARY],
         cwd,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
@@ -104,7 +104,7 @@ def test_finetune_starts_from_the_pretrained_weights(pretrained, cache):
     result = run_cli(
         ["fit", "--config", FINETUNE, "--model.init_from", last, "--trainer.max_steps", 5,
          "--trainer.val_check_interval", 5, "--data.block_size", 32,
-         "--data.val_windows", 128, "--data.cache_dir", cache, *QUIET],
+         "--data.val_windows", 128, "--data.cache_dir", cache, *QUIET_KEEP_SUMMARY],
         cwd,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
@@ -119,7 +119,7 @@ def test_vocab_on_the_model_is_a_user_error_naming_the_tokenizer(cli, tmp_path):
     corpus = tmp_path / "tiny.txt"
     corpus.write_text("print('hello')\n" * 200)
     result = cli("fit", "--config", PRETRAIN, "--model.vocab_size", 200, "--data.corpus", corpus,
-                 "--data.cache_dir", tmp_path / "cache", *QUIET)
+                 "--data.cache_dir", tmp_path / "cache", *QUIET_KEEP_SUMMARY)
     assert result.returncode == 2, result.stderr[-2000:]
     assert ("gen-lightning: error: model.vocab_size is linked to the data's tokenizer (data.tokenizer; "
             "data.vocab_size for bpe) now") in result.stderr
@@ -133,7 +133,7 @@ def test_gpt_trains_under_ddp_on_two_cpu_processes(cli, tmp_path):
         "fit", "--config", CONFIGS / "trainer" / "ddp.yaml", "--config", PRETRAIN,
         "--trainer.accelerator", "cpu", "--trainer.max_steps", 6, "--trainer.val_check_interval", 6,
         "--data.corpus", corpus, "--data.cache_dir", tmp_path / "cache", "--data.batch_size", 8,
-        "--data.val_windows", 16, "--model.n_layer", 1, *QUIET,
+        "--data.val_windows", 16, "--model.n_layer", 1, *QUIET_KEEP_SUMMARY,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
@@ -150,7 +150,7 @@ def test_gpt_trains_under_deepspeed_stage2_in_bf16(cli, tmp_path):
         "fit", "--config", CONFIGS / "trainer" / "deepspeed_stage2.yaml", "--config", PRETRAIN,
         "--trainer.devices", 1, "--trainer.precision", "bf16-mixed", "--trainer.max_steps", 30,
         "--trainer.val_check_interval", 30, "--data.max_chars", 1_000_000, "--data.cache_dir", tmp_path / "cache",
-        *QUIET,
+        *QUIET_KEEP_SUMMARY,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     last = cli.cwd / "runs" / "checkpoints" / "last.ckpt"

@@ -17,8 +17,7 @@ from gen_lightning.errors import UserError
 from gen_lightning.models import LSTMModule
 from gen_lightning.models.nets.lstm import LSTMLM, LSTMConfig
 from tests.conftest import CONFIGS
-
-QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+from tests.helpers import QUIET
 
 
 def test_embeddings_are_tied_with_a_projection_only_when_widths_differ():

@@ -11,25 +11,9 @@ import scipy.linalg
 import torch
 
 from gen_lightning.errors import UserError
-from gen_lightning.metrics import FeatureExtractor, GenerativeScores, ReferenceStats, to_uint8
+from gen_lightning.metrics import GenerativeScores, ReferenceStats, to_uint8
 from tests.conftest import CONFIGS, cli_env, run_cli
-
-
-class LinearFeatures(FeatureExtractor):
-    """A fixed random projection of the pixels: a cheap, deterministic extractor for statistics tests."""
-
-    name = "linear"
-
-    def __init__(self, pixels: int, num_features: int = 8, num_logits: int = 5, seed: int = 0) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.register_buffer("w", torch.randn(pixels, num_features, generator=g) / pixels**0.5)
-        self.register_buffer("v", torch.randn(num_features, num_logits, generator=g))
-        self.num_features, self.num_logits = num_features, num_logits
-
-    def features_and_logits(self, images):
-        features = (images.flatten(1).float() / 255.0) @ self.w
-        return features, features @ self.v
+from tests.metrics_helpers import LinearFeatures
 
 
 def classic_fid(x: np.ndarray, y: np.ndarray) -> float:

@@ -6,48 +6,16 @@ pytest process), with a timeout so that a collective mismatch (a hang) fails the
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import pytest
-import torch
 
-from tests.helpers import free_port
-from tests.conftest import REPO, cli_env
-from tests.test_metrics import LinearFeatures
-from gen_lightning.metrics import GenerativeScores
-
-
-def run_two_ranks(script: str, folder: Path, timeout: float = 120) -> list[dict]:
-    """Run `script` as ranks 0 and 1 (argv: rank, port, folder); each writes folder/<rank>.json."""
-    path = folder / "worker.py"
-    path.write_text(textwrap.dedent(script))
-    port = str(free_port())
-    procs = [
-        subprocess.Popen([sys.executable, str(path), str(rank), port, str(folder)], cwd=REPO, env=cli_env(),
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for rank in (0, 1)
-    ]
-    try:
-        outputs = [p.communicate(timeout=timeout)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for rank, (p, out) in enumerate(zip(procs, outputs)):
-        assert p.returncode == 0, f"rank {rank} failed:\n{out[-3000:]}"
-    return [json.loads((folder / f"{rank}.json").read_text()) for rank in (0, 1)]
-
+from tests.helpers import run_two_ranks
+from tests.metrics_helpers import make_data, make_scores
 
 WORKER = """
 import json, sys
 import torch, torch.distributed as dist
 sys.path.insert(0, ".")
-from tests.test_metrics import LinearFeatures
-from tests.test_metrics_ddp import make_data, make_scores
+from tests.metrics_helpers import make_data, make_scores
 from gen_lightning.metrics import ReferenceStats
 
 rank, port, folder = int(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -65,17 +33,6 @@ dist.barrier()
 dist.destroy_process_group()
 json.dump(result, open(f"{folder}/{rank}.json", "w"))
 """
-
-
-def make_data():
-    g = torch.Generator().manual_seed(0)
-    real = torch.rand(60, 1, 6, 6, generator=g) * 2 - 1
-    fake = (torch.rand(37, 1, 6, 6, generator=g) * 2 - 1) * 0.7 + 0.2
-    return real, fake
-
-
-def make_scores() -> GenerativeScores:
-    return GenerativeScores(LinearFeatures(36), kid_subsets=20, kid_subset_size=30, is_splits=3, seed=0)
 
 
 def test_fid_kid_is_under_two_process_ddp_equal_single_process(tmp_path):

@@ -12,24 +12,19 @@ import torch
 
 from gen_lightning.resume import _run_id_with_newest_last, newest_last
 from tests.conftest import CONFIGS
-from tests.test_bad_inputs import QUIET, _snapshot
-from tests.helpers import assert_one_line_error
+from tests.helpers import QUIET_NO_CALLBACKS, assert_one_line_error, snapshot, unchanged
 
 VAE = str(CONFIGS / "vae" / "mlp_digits.yaml")
-
-
-def _unchanged(path):
-    return path.read_bytes(), path.stat().st_mtime_ns
 
 
 # -- sample / export / convert ----------------------------------------------------------------------------
 def test_sample_refuses_an_existing_out_file(cli_inprocess):
     grid = cli_inprocess.cwd / "grid.png"
     grid.write_bytes(b"yesterday's grid")
-    before = _unchanged(grid)
+    before = unchanged(grid)
     result = cli_inprocess("sample", "--ckpt", "missing.ckpt", "--out", "grid.png")
     assert_one_line_error(result, "--out 'grid.png' already exists", "--overwrite")
-    assert _unchanged(grid) == before
+    assert unchanged(grid) == before
     # With --overwrite the target passes: the next problem is the (missing) checkpoint.
     result = cli_inprocess("sample", "--ckpt", "missing.ckpt", "--out", "grid.png", "--overwrite")
     assert_one_line_error(result, "--ckpt 'missing.ckpt' does not exist")
@@ -49,10 +44,10 @@ def test_export_refuses_a_folder_that_is_not_empty(cli_inprocess):
     out = cli_inprocess.cwd / "hf"
     out.mkdir()
     (out / "config.json").write_text("{}")
-    before = _snapshot(out)
+    before = snapshot(out)
     result = cli_inprocess("export", "--ckpt", "missing.ckpt", "--out", "hf")
     assert_one_line_error(result, "--out 'hf' is a folder that is not empty", "--overwrite")
-    assert _snapshot(out) == before
+    assert snapshot(out) == before
     result = cli_inprocess("export", "--ckpt", "missing.ckpt", "--out", "hf", "--overwrite")
     assert_one_line_error(result, "does not exist")  # past the target check: the checkpoint is missing
 
@@ -71,10 +66,10 @@ def test_convert_refuses_an_existing_output(cli_inprocess, out_args, target):
     _zero_folder(cli_inprocess.cwd)
     existing = cli_inprocess.cwd / target
     existing.write_bytes(b"an earlier conversion")
-    before = _unchanged(existing)
+    before = unchanged(existing)
     result = cli_inprocess("convert", "last.ckpt", *out_args)
     assert_one_line_error(result, f"'{target}' already exists", "--overwrite")
-    assert _unchanged(existing) == before
+    assert unchanged(existing) == before
 
 
 def test_convert_output_that_is_a_folder(cli_inprocess):
@@ -97,22 +92,22 @@ def _existing_run(cwd, run_id="r1"):
 
 def test_new_run_with_an_existing_run_id_is_refused(cli_inprocess):
     folder = _existing_run(cli_inprocess.cwd)
-    before = _snapshot(folder)
-    result = cli_inprocess("fit", "--config", VAE, *QUIET, "--trainer.max_steps", "1",
+    before = snapshot(folder)
+    result = cli_inprocess("fit", "--config", VAE, *QUIET_NO_CALLBACKS, "--trainer.max_steps", "1",
                            "--trainer.logger.init_args.id", "r1")
     assert_one_line_error(result, "run 'r1' (--trainer.logger.init_args.id) already exists",
                            "config.yaml, summary.json, checkpoints/", "--ckpt_path last", "--overwrite")
-    assert _snapshot(folder) == before
+    assert snapshot(folder) == before
     assert not list(folder.glob("checkpoints/last-v*.ckpt"))
 
 
 def test_wandb_run_id_from_the_environment_is_checked_too(cli_inprocess, monkeypatch):
     folder = _existing_run(cli_inprocess.cwd, "slurm-77")
-    before = _snapshot(folder)
+    before = snapshot(folder)
     monkeypatch.setenv("WANDB_RUN_ID", "slurm-77")
-    result = cli_inprocess("fit", "--config", VAE, *QUIET, "--trainer.max_steps", "1")
+    result = cli_inprocess("fit", "--config", VAE, *QUIET_NO_CALLBACKS, "--trainer.max_steps", "1")
     assert_one_line_error(result, "run 'slurm-77' (WANDB_RUN_ID) already exists")
-    assert _snapshot(folder) == before
+    assert snapshot(folder) == before
 
 
 def test_a_requeued_slurm_job_is_the_same_run(monkeypatch, tmp_path):
@@ -144,7 +139,7 @@ def test_overwrite_starts_the_run_again_and_last_takes_its_checkpoint(tmp_path, 
     monkeypatch.setattr("sys.argv", ["gen-lightning"])
     folder = _existing_run(tmp_path)
     os.utime(folder / "checkpoints" / "last.ckpt", (1e9, 1e9))  # written long ago
-    main(["fit", "--config", VAE, *QUIET, "--trainer.max_steps", "1", "--model.hidden_dim", "16",
+    main(["fit", "--config", VAE, *QUIET_NO_CALLBACKS, "--trainer.max_steps", "1", "--model.hidden_dim", "16",
           "--model.latent_dim", "2", "--trainer.logger.init_args.id", "r1", "--overwrite"])
     assert (folder / "config.yaml").read_text() != "model: {lr: 0.001}\n"
     # Whether Lightning replaced last.ckpt or wrote last-v1.ckpt beside it, `--ckpt_path last` takes this run's.

@@ -12,17 +12,11 @@ import torch
 from PIL import Image
 
 from tests.conftest import CONFIGS
-from tests.test_bad_inputs import QUIET, TINY_VAE, _snapshot
-from tests.helpers import assert_one_line_error
-from tests.test_sweep import sweep_text
+from tests.helpers import QUIET_NO_CALLBACKS, TINY_VAE, assert_one_line_error, snapshot, unchanged
+from tests.sweep_helpers import sweep_text
 
 VAE = str(CONFIGS / "vae" / "mlp_digits.yaml")
 GAN = str(CONFIGS / "gan" / "mlp_digits.yaml")
-
-
-def _unchanged(path):
-    """Bytes and mtime of `path`, to compare after a refused command."""
-    return path.read_bytes(), path.stat().st_mtime_ns
 
 
 # -- config files ---------------------------------------------------------------------------------------
@@ -36,11 +30,11 @@ def _unchanged(path):
 def test_yaml_mistake_names_file_line_and_problem(cli_inprocess, text, fragments):
     bad = cli_inprocess.cwd / "bad.yaml"
     bad.write_text(text)
-    before = _unchanged(bad)
+    before = unchanged(bad)
     for spelling in (["--config", "bad.yaml"], ["--config=bad.yaml"], ["-c", "bad.yaml"]):
         result = cli_inprocess("fit", "--config", VAE, *spelling, "--trainer.logger", "false")
         assert_one_line_error(result, *fragments)
-    assert _unchanged(bad) == before
+    assert unchanged(bad) == before
     assert not (cli_inprocess.cwd / "runs").exists()
 
 
@@ -111,10 +105,10 @@ def _without(*keys):
 def test_checkpoint_lacking_what_the_command_needs(cli_inprocess, make, subcommand, fragments):
     ckpt = cli_inprocess.cwd / "odd.ckpt"
     torch.save(make(), ckpt)
-    before = _unchanged(ckpt)
+    before = unchanged(ckpt)
     result = cli_inprocess(subcommand, "--config", VAE, "--trainer.logger", "false", "--ckpt_path", "odd.ckpt")
     assert_one_line_error(result, "odd.ckpt", *fragments)
-    assert _unchanged(ckpt) == before
+    assert unchanged(ckpt) == before
     assert not list(cli_inprocess.cwd.rglob("checkpoints"))
 
 
@@ -131,12 +125,12 @@ def test_a_folder_as_ckpt_path_is_a_folder(cli_inprocess, inside):
     for name in inside:
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         torch.save(_lightning_checkpoint(), folder / name)
-    before = _snapshot(folder)
+    before = snapshot(folder)
     result = cli_inprocess("fit", "--config", VAE, "--trainer.logger", "false", "--ckpt_path", "run")
     assert_one_line_error(result, "--ckpt_path 'run' is a folder, not a checkpoint file",
                            *(["e.g. --ckpt_path run/checkpoints/last.ckpt"] if inside else []))
     assert "does not exist" not in result.stderr
-    assert _snapshot(folder) == before
+    assert snapshot(folder) == before
 
 
 def test_safe_torch_load_says_folder(tmp_path):
@@ -157,12 +151,12 @@ def test_decompression_bomb_is_a_corrupt_or_unreadable_image(cli_inprocess, monk
     for i in range(8):
         Image.new("L", (8, 8), color=random.randint(0, 255)).save(root / "a" / f"{i}.png")
     Image.new("L", (64, 64)).save(root / "a" / "bomb.png")
-    before = _unchanged(root / "a" / "bomb.png")
+    before = unchanged(root / "a" / "bomb.png")
     result = cli_inprocess(*TINY_VAE, "--data.dataset", "folder", "--data.root", str(root), "--data.image_size", "8",
                            "--data.channels", "1", "--data.batch_size", "3",
                            "--data.val_fraction", "0.3", "--trainer.max_steps", "20", "--trainer.logger", "false")
     assert_one_line_error(result, "corrupt or unreadable image", "bomb.png", "decompression bomb")
-    assert _unchanged(root / "a" / "bomb.png") == before
+    assert unchanged(root / "a" / "bomb.png") == before
     assert not list(cli_inprocess.cwd.rglob("*.ckpt"))
 
 
@@ -177,10 +171,10 @@ def test_sample_out_read_only_file(cli_inprocess):
     target = cli_inprocess.cwd / "grid.png"
     target.write_bytes(b"an older grid")
     target.chmod(0o444)
-    before = _unchanged(target)
+    before = unchanged(target)
     result = cli_inprocess("sample", "--ckpt", "missing.ckpt", "--out", "grid.png", "--overwrite")
     assert_one_line_error(result, "--out 'grid.png' is read-only", "chmod u+w")
-    assert _unchanged(target) == before
+    assert unchanged(target) == before
 
 
 def test_sample_out_under_a_file(cli_inprocess):
@@ -202,10 +196,10 @@ def test_sample_ckpt_that_is_no_checkpoint(cli_inprocess, make, fragment):
 def test_export_out_file(cli_inprocess):
     target = cli_inprocess.cwd / "model.bin"
     target.write_bytes(b"weights")
-    before = _unchanged(target)
+    before = unchanged(target)
     result = cli_inprocess("export", "--ckpt", "missing.ckpt", "--out", "model.bin")
     assert_one_line_error(result, "--out 'model.bin' is a file", "give a folder")
-    assert _unchanged(target) == before
+    assert unchanged(target) == before
 
 
 # -- sweep bounds ---------------------------------------------------------------------------------------------
@@ -221,10 +215,10 @@ def test_export_out_file(cli_inprocess):
 def test_sweep_bounds_are_one_line(cli_inprocess, parameters, message):
     sweep = cli_inprocess.cwd / "s.yaml"
     sweep.write_text(sweep_text("random", parameters))
-    before = _unchanged(sweep)
+    before = unchanged(sweep)
     result = cli_inprocess("sweep", "s.yaml", "--local", "--count", "2")
     assert_one_line_error(result, message)
-    assert _unchanged(sweep) == before
+    assert unchanged(sweep) == before
     assert sorted(p.name for p in cli_inprocess.cwd.iterdir()) == ["s.yaml"]
 
 
@@ -233,7 +227,7 @@ def test_wandb_online_without_a_key_is_one_line_before_training(cli_inprocess, m
     monkeypatch.setenv("WANDB_MODE", "online")
     monkeypatch.setenv("HOME", str(cli_inprocess.cwd))  # no ~/.netrc
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    result = cli_inprocess("fit", "--config", VAE, *QUIET, "--trainer.max_steps", "2")
+    result = cli_inprocess("fit", "--config", VAE, *QUIET_NO_CALLBACKS, "--trainer.max_steps", "2")
     assert_one_line_error(result, "WANDB_MODE=online but no API key found", "wandb login", "WANDB_MODE=offline")
     assert not list(cli_inprocess.cwd.rglob("*.ckpt")) and not list(cli_inprocess.cwd.rglob("config.yaml"))
 

@@ -9,13 +9,14 @@ import torch
 import torch.nn.functional as F
 
 from gen_lightning.metrics import TokenPerplexity
-from tests.test_metrics_ddp import run_two_ranks
+from tests.helpers import run_two_ranks
+from tests.metrics_helpers import batch_nll, batches
 
 WORKER = """
 import json, sys
 import torch, torch.distributed as dist
 sys.path.insert(0, ".")
-from tests.test_perplexity_ddp import batches, batch_nll
+from tests.metrics_helpers import batches, batch_nll
 from gen_lightning.metrics import TokenPerplexity
 
 rank, port, folder = int(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -31,21 +32,6 @@ dist.barrier()
 dist.destroy_process_group()
 json.dump({"ppl": value, "local_ppl": local}, open(f"{folder}/{rank}.json", "w"))
 """
-
-
-def batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Four batches of different sizes; the last one is both small and much easier (lower loss)."""
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for b, t, scale in ((4, 16, 1.0), (3, 16, 1.0), (5, 16, 1.0), (1, 9, 6.0)):
-        targets = torch.randint(0, 50, (b, t), generator=g)
-        logits = torch.randn(b, t, 50, generator=g) + scale * F.one_hot(targets, 50)
-        out.append((logits, targets))
-    return out
-
-
-def batch_nll(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
-    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum"), targets.numel()
 
 
 def test_perplexity_under_two_process_ddp_with_unequal_shards_equals_single_process(tmp_path):

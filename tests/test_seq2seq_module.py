@@ -14,6 +14,7 @@ from gen_lightning.data import PairedTextDataModule, TextDataModule
 from gen_lightning.data.tokenizers import ByteTokenizer
 from gen_lightning.errors import UserError
 from gen_lightning.models import GPTModule, Seq2SeqModule
+from tests.helpers import TableLogger
 
 SMALL = dict(n_encoder_layer=2, n_decoder_layer=1, n_head=2, n_embd=32, source_block_size=64, target_block_size=33,
              max_new_tokens=12, num_beams=2)
@@ -150,14 +151,6 @@ def test_validation_scores_the_generated_outputs_against_the_references(toy_data
     module.validation_step(batches[0], 0)
     module.on_validation_epoch_end()
     assert set(logged) == {"val/loss", "val/perplexity"}
-
-
-class TableLogger:
-    def __init__(self):
-        self.calls = []
-
-    def log_text(self, key, columns, data, step):
-        self.calls.append((key, columns, [list(r) for r in data], step))
 
 
 def test_translation_table_goes_to_loggers_and_the_run_folder(tmp_path):

@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -21,11 +20,9 @@ import pytest
 import torch
 
 from tests.conftest import CONFIGS, REPO, cli_env
+from tests.sweep_helpers import TINY, VAE, states, study_of, sweep_cmd, sweep_text, wandb_run
 
 SWEEPS = sorted((CONFIGS / "sweeps").glob("*.yaml"))
-VAE = CONFIGS / "vae" / "mlp_digits.yaml"
-TINY = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=2",
-        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--model.hidden_dim=64"]
 
 
 def write_sweep(path: Path, parameters: str, configs: list[Path], method: str = "grid", metric: str = "val/elbo",
@@ -37,33 +34,6 @@ def write_sweep(path: Path, parameters: str, configs: list[Path], method: str = 
         + f"\ncommand:\n  - ${{env}}\n  - gen-lightning\n  - fit\n{command}\n  - ${{args}}\n"
     )
     return path
-
-
-def sweep_text(method: str = "grid", parameters: str = "{model.lr: {values: [0.1]}}", more: str = "",
-               metric: str = "metric: {name: val/elbo}\n", command: str = f"[gen-lightning, fit, --config, {VAE}, '${{args}}']"):
-    return f"method: {method}\n{metric}{more}parameters: {parameters}\ncommand: {command}\n"
-
-
-def states(sweep_dir: Path) -> dict[int, dict]:
-    return {int(p.parent.name): json.loads(p.read_text()) for p in sweep_dir.glob("*/state.json")}
-
-
-def study_of(sweep_dir: Path, name: str, storage: str | None = None):
-    import optuna
-
-    return optuna.load_study(study_name=name, storage=storage or f"sqlite:///{sweep_dir / 'study.db'}")
-
-
-def wandb_run(run_dir: Path) -> dict:
-    """An offline W&B run as wandb itself reads it back: name, state, tags, config, summary."""
-    out = subprocess.run(["wandb", "leet", "inspect", "--summary", "--json", str(run_dir)], check=False,
-                         capture_output=True, text=True, timeout=120, env=cli_env())
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
-
-
-def sweep_cmd(sweep: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "gen_lightning", "sweep", str(sweep), "--local", *args]
 
 
 # -- the sweep files of the repository ------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.conftest import CONFIGS, cli_env
-from tests.test_sweep import TINY, states, study_of, sweep_cmd, wandb_run
+from tests.sweep_helpers import TINY, states, study_of, sweep_cmd, wandb_run
 
 STEPS_PER_EPOCH = 4  # TINY's limit_train_batches; one validation per epoch
 

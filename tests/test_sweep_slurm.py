@@ -1,5 +1,5 @@
 """launch/slurm/sweep.sbatch on the real two-node Slurm of tests/slurm/ (the cluster fixture of
-test_slurm.py, brought up once for this module): the two tasks of a job array, one per node, are two
+tests/conftest.py, brought up once for this module): the two tasks of a job array, one per node, are two
 workers on one study in a journal file on the shared filesystem, and run disjoint trials."""
 
 from __future__ import annotations
@@ -13,15 +13,14 @@ import pytest
 
 from gen_lightning.sweeps.storage import open_storage
 from tests.conftest import CONFIGS, REPO, cli_env
-from tests.test_slurm import cluster  # noqa: F401 - the fixture: a two-node cluster for this module
-from tests.test_sweep import TINY, states
+from tests.sweep_helpers import TINY, states
 
 pytestmark = pytest.mark.slurm
 
 SWEEP_SBATCH = REPO / "launch" / "slurm" / "sweep.sbatch"
 
 
-def test_two_array_tasks_on_two_nodes_share_one_journal_study(cluster, tmp_path):  # noqa: F811
+def test_two_array_tasks_on_two_nodes_share_one_journal_study(cluster, tmp_path):
     (tmp_path / "configs").symlink_to(CONFIGS)
     env = cli_env(**cluster.env, GENL_CMD=f"{sys.executable} -m gen_lightning")  # WANDB_MODE=disabled
     # --exclusive: a whole node per task, so the two workers run on n1 and n2.

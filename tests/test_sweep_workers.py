@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CONFIGS, cli_env
-from tests.test_sweep import TINY, states, study_of, sweep_cmd
+from tests.sweep_helpers import TINY, states, study_of, sweep_cmd
 
 pytestmark = pytest.mark.slow
 

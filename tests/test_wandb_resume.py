@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from tests.conftest import CONFIGS, cli_env
-
-TINY_VAE = ["fit", "--config", CONFIGS / "vae/mlp_digits.yaml", "--model.hidden_dim", "16", "--model.latent_dim", "2",
-            "--data.batch_size", "64", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary",
-            "false", "--trainer.limit_val_batches", "1", "--trainer.callbacks", "[]"]
+from tests.conftest import cli_env
+from tests.helpers import TINY_VAE
 
 
 def test_unreachable_wandb_server_falls_back_to_offline(cli):

@@ -15,7 +15,7 @@ import torch
 from gen_lightning.errors import UserError
 from gen_lightning.strategies.zero_shards import check_resumable
 from tests.conftest import CONFIGS
-from tests.test_deepspeed import QUIET
+from tests.helpers import QUIET
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed")
 
