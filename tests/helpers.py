@@ -57,14 +57,14 @@ def run_two_ranks(script: str, folder: Path, timeout: float = 120) -> list[dict]
     return [json.loads((folder / f"{rank}.json").read_text()) for rank in (0, 1)]
 
 
-def tiny_trainer(tmp_path, max_steps: int, callbacks=(), logger=False) -> L.Trainer:
+def tiny_trainer(tmp_path, max_steps: int, callbacks=(), logger=False, log_every_n_steps: int = 50) -> L.Trainer:
     """A one-CPU Trainer for in-process runs: no checkpoints, progress bar or summary, one validation batch."""
     import lightning as L
 
     return L.Trainer(
         accelerator="cpu", devices=1, max_steps=max_steps, logger=logger, callbacks=list(callbacks),
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=tmp_path, limit_val_batches=1, num_sanity_val_steps=1,
+        default_root_dir=tmp_path, limit_val_batches=1, num_sanity_val_steps=1, log_every_n_steps=log_every_n_steps,
     )
 
 

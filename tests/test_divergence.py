@@ -87,3 +87,24 @@ def test_absurd_learning_rate_through_the_cli(cli):
     assert 0 <= step < 50
     loss = lines[0].split("loss = ")[1].split(",")[0]
     assert not math.isfinite(float(loss)) or "non-finite" in lines[0]
+
+
+def test_grads_finite_is_exact_and_reads_nothing_on_the_host(monkeypatch):
+    from gen_lightning.callbacks.divergence import grads_finite
+
+    def no_sync(*args, **kwargs):
+        raise AssertionError("grads_finite read a value on the host")
+
+    fine = [torch.randn(3, 4), torch.randn(7)]
+    huge = [torch.full((1000,), 1e17), torch.full((10,), 3e18)]  # sum of squares over both overflows fp32
+    half = [torch.full((300,), 1000.0, dtype=torch.float16)]  # its squares overflow fp16
+    cases = [(fine, True), (huge, True), (half, True), ([], True)]
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        broken = [t.clone() for t in fine]
+        broken[1][3] = bad
+        cases.append((broken, False))
+    with monkeypatch.context() as patched:
+        for name in ("__bool__", "item", "tolist", "cpu"):
+            patched.setattr(torch.Tensor, name, no_sync)
+        results = [grads_finite(grads) for grads, _ in cases]
+    assert [bool(r) for r in results] == [expected for _, expected in cases]

@@ -39,6 +39,7 @@ PRIVATE_NAMES = [
     ("lightning.pytorch.strategies", "DDPStrategy._setup_model", "strategies/submodule_ddp.py"),
     ("lightning.pytorch.plugins.precision", "Precision._after_closure", "strategies/deepspeed_engines.py"),
     ("jsonargparse", "ArgumentParser._load_config_parser_mode", "config_links.py"),
+    ("torch", "_foreach_norm", "callbacks/divergence.py"),
 ]
 
 

@@ -45,12 +45,13 @@ from gen_lightning.errors import UserError
 
 def grads_finite(grads: list[torch.Tensor]) -> torch.Tensor:
     """True when every gradient is finite, as a 0-d bool tensor on their device (no host sync).
-    The largest |entry| (a max-norm: one fused foreach kernel where the device has one) is finite exactly when
-    every entry is: NaN propagates through the max, and unlike a sum of squares it cannot overflow.
-    Measured on the nano GPT (52 tensors, CPU): ~0.5 ms vs 4.2 ms for isfinite().all() per tensor."""
+    Each tensor's 2-norm, accumulated in fp32 (one fused foreach kernel where the device has one), is finite
+    exactly when its entries are, unless the norm exceeds fp32's range (1.8e19, where Adam's second moment
+    overflows too); the largest of them is finite when all are. Measured (CPU, 1 thread): DCGAN G 0.13 ms
+    vs 1.9 ms for a max-norm and 0.20 ms for aminmax per tensor; nano GPT (52 tensors) ~0.3 ms."""
     if not grads:
         return torch.tensor(True)
-    return torch.isfinite(torch.nn.utils.get_total_norm(grads, norm_type=float("inf")))
+    return torch.isfinite(torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float32)).max())
 
 
 class TrainingDiverged(UserError):
