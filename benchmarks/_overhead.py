@@ -76,10 +76,14 @@ def run_cli_fit(args: list[str], warmup: int, steps: int, batches_per_step: int 
     # The benchmark's own options are not the CLI's: hide them from LightningCLI's sys.argv check.
     with tempfile.TemporaryDirectory(prefix="gl-bench-") as root, mock.patch.object(sys, "argv", sys.argv[:1]):
         cli = build_cli(
-            args + [
-                "--trainer.max_steps", str((warmup + steps + 1) * batches_per_step),
-                "--trainer.default_root_dir", root,
-                "--trainer.logger.init_args.save_dir", root,
+            args
+            + [
+                "--trainer.max_steps",
+                str((warmup + steps + 1) * batches_per_step),
+                "--trainer.default_root_dir",
+                root,
+                "--trainer.logger.init_args.save_dir",
+                root,
             ],
             run=False,
         )
@@ -100,8 +104,11 @@ def interleave(sides: dict[str, Callable[[], StepClock]], repeats: int) -> tuple
             clock = fn()
             wall[name].append(clock.seconds_per_step)
             cpu[name].append(clock.cpu_seconds_per_step)
-            print(f"  repeat {r + 1}/{repeats} {name:>10}: {wall[name][-1] * 1e3:8.2f} ms/step wall, "
-                  f"{cpu[name][-1] * 1e3:8.2f} ms/step CPU", flush=True)
+            print(
+                f"  repeat {r + 1}/{repeats} {name:>10}: {wall[name][-1] * 1e3:8.2f} ms/step wall, "
+                f"{cpu[name][-1] * 1e3:8.2f} ms/step CPU",
+                flush=True,
+            )
     return wall, cpu
 
 
@@ -113,8 +120,10 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
-            f"load average {load}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
+        f"load average {load}"
+    )
 
 
 def report(times: dict[str, list[float]], baseline: str, candidate: str, goal: float, what: str = "wall") -> float:

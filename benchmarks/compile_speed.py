@@ -81,8 +81,10 @@ def main() -> None:
     torch.manual_seed(0)
     import os
 
-    print(f"torch {torch.__version__}, {args.threads} thread(s), load average "
-          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), load average "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    )
     cases = {}
     if args.only in (None, "gpt"):
         gpt = GPT(GPTConfig.named("nano", block_size=128, vocab_size=257))
@@ -107,9 +109,11 @@ def main() -> None:
             eager_ms.append(timed(eager, r * args.steps, args.steps))
             compiled_ms.append(timed(compiled, r * args.steps, args.steps))
         e, c = statistics.median(eager_ms), statistics.median(compiled_ms)
-        print(f"{name}: eager {e:.1f} ms/step ({', '.join(f'{x:.1f}' for x in eager_ms)}), compiled {c:.1f} ms/step "
-              f"({', '.join(f'{x:.1f}' for x in compiled_ms)}); RATIO compiled/eager = {c / e:.3f}x; "
-              f"first compiled step (compile) {compile_s:.1f} s")
+        print(
+            f"{name}: eager {e:.1f} ms/step ({', '.join(f'{x:.1f}' for x in eager_ms)}), compiled {c:.1f} ms/step "
+            f"({', '.join(f'{x:.1f}' for x in compiled_ms)}); RATIO compiled/eager = {c / e:.3f}x; "
+            f"first compiled step (compile) {compile_s:.1f} s"
+        )
     print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 

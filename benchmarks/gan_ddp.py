@@ -49,24 +49,43 @@ def worker(strategy: str, batches: int, warmup: int, batch_size: int) -> None:
             torch.distributed.barrier()
             seconds = (time.perf_counter() - self.start) / self.timed
             if trainer.is_global_zero:
-                print("RESULT " + json.dumps({"strategy": strategy, "s_per_batch": seconds,
-                                              "batches": self.timed}), flush=True)
+                print(
+                    "RESULT " + json.dumps({"strategy": strategy, "s_per_batch": seconds, "batches": self.timed}),
+                    flush=True,
+                )
 
     L.seed_everything(0, verbose=False)
     model = GANModule(net="dcgan", image_size=28, width=64)
     data = ImageDataModule("digits", image_size=28, batch_size=batch_size)
     trainer = L.Trainer(
-        accelerator="cpu", devices=2, strategy=strategy, max_steps=2 * (warmup + batches),
-        limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[BatchTimer()],
+        accelerator="cpu",
+        devices=2,
+        strategy=strategy,
+        max_steps=2 * (warmup + batches),
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[BatchTimer()],
     )
     trainer.fit(model, data)
     torch.distributed.destroy_process_group()  # clean exit of the gloo group (see cli._close_process_group)
 
 
 def run_worker(strategy: str, args) -> float:
-    cmd = [sys.executable, __file__, "--worker", strategy, "--batches", str(args.batches),
-           "--warmup", str(args.warmup), "--batch-size", str(args.batch_size)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        strategy,
+        "--batches",
+        str(args.batches),
+        "--warmup",
+        str(args.warmup),
+        "--batch-size",
+        str(args.batch_size),
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     results = [json.loads(line[7:]) for line in out.stdout.splitlines() if line.startswith("RESULT ")]
@@ -90,13 +109,17 @@ def main() -> None:
     for _ in range(args.repeats):
         for strategy in STRATEGIES:
             times[strategy].append(run_worker(strategy, args))
-    print(f"DCGAN 28x28 digits, batch {args.batch_size}/process, 2 CPU processes (gloo), "
-          f"{args.batches} timed batches x {args.repeats} runs; one batch = 1 D step + 1 G step")
+    print(
+        f"DCGAN 28x28 digits, batch {args.batch_size}/process, 2 CPU processes (gloo), "
+        f"{args.batches} timed batches x {args.repeats} runs; one batch = 1 D step + 1 G step"
+    )
     best = {s: min(t) for s, t in times.items()}  # the least disturbed run of each
     for strategy in STRATEGIES:
         runs = ", ".join(f"{t * 1000:.0f}" for t in times[strategy])
-        print(f"  {strategy:34s} {best[strategy] * 1000:7.1f} ms/batch (best of: {runs} ms; "
-              f"median {statistics.median(times[strategy]) * 1000:.1f})")
+        print(
+            f"  {strategy:34s} {best[strategy] * 1000:7.1f} ms/batch (best of: {runs} ms; "
+            f"median {statistics.median(times[strategy]) * 1000:.1f})"
+        )
     ratio = best["ddp_find_unused_parameters_true"] / best["ddp"]
     print(f"  ratio find_unused_parameters_true / ddp (per-network wrappers): {ratio:.2f}x")
 

@@ -54,11 +54,17 @@ def main() -> None:
     torch.manual_seed(0)
     device = torch.device(args.device)
 
-    path = Path(args.evaluator) if args.evaluator else ensure_classifier(ImageDataModule("digits"), Path("data/evaluators"))
+    path = (
+        Path(args.evaluator)
+        if args.evaluator
+        else ensure_classifier(ImageDataModule("digits"), Path("data/evaluators"))
+    )
     extractor = load_classifier_features(path, (1, 28, 28)).to(device)
     images, _ = load_digits_tensor(28)
-    print(f"extractor: classifier {path} ({extractor.num_features} features, {extractor.num_logits} logits), "
-          f"device {device}, torch threads {torch.get_num_threads()}")
+    print(
+        f"extractor: classifier {path} ({extractor.num_features} features, {extractor.num_logits} logits), "
+        f"device {device}, torch threads {torch.get_num_threads()}"
+    )
 
     # -- 1. time per 1k images ---------------------------------------------------------------------
     scores = GenerativeScores(extractor).to(device)
@@ -69,7 +75,9 @@ def main() -> None:
     scores.update_features(real_f, None, real=True)
     print(f"\n1) seconds per 1,000 images (real side: {len(real_f)} digits)")
     print(f"   classifier forward (features + logits): {t_extract:.3f} s")
-    print(f"   {'generated':>10} {'FID upd':>9} {'KID upd':>9} {'IS upd':>9} {'FID compute':>12} {'KID compute':>12} {'IS compute':>11}")
+    print(
+        f"   {'generated':>10} {'FID upd':>9} {'KID upd':>9} {'IS upd':>9} {'FID compute':>12} {'KID compute':>12} {'IS compute':>11}"
+    )
     for n in (1_000, 5_000, 10_000):
         feats = real_f[torch.randint(0, len(real_f), (n,))] + 0.1 * torch.randn(n, real_f.shape[1], device=device)
         logits = extractor.net.head(feats)
@@ -82,7 +90,9 @@ def main() -> None:
         t_kid_c = timed(lambda: scores.kid.compute())
         t_is_c = timed(lambda: scores.inception_score.compute())
         k = n / 1000
-        print(f"   {n:>10,} {t_fid / k:>9.4f} {t_kid / k:>9.4f} {t_is / k:>9.4f} {t_fid_c:>12.3f} {t_kid_c:>12.3f} {t_is_c:>11.3f}")
+        print(
+            f"   {n:>10,} {t_fid / k:>9.4f} {t_kid / k:>9.4f} {t_is / k:>9.4f} {t_fid_c:>12.3f} {t_kid_c:>12.3f} {t_is_c:>11.3f}"
+        )
 
     # -- 2. memory as generated images stream in ---------------------------------------------------
     print("\n2) state bytes while generated images stream in, 1,000 per update (and the process's resident memory)")
@@ -96,8 +106,10 @@ def main() -> None:
         keeping.update_features(feats, extractor.net.head(feats), real=False)
         seen += 1000
         if seen in checkpoints:
-            print(f"   {seen:>10,} {state_bytes(fid_only.fid):>12,} {state_bytes(keeping.kid):>12,} "
-                  f"{state_bytes(keeping.inception_score):>12,} {rss_mb():>12.0f}")
+            print(
+                f"   {seen:>10,} {state_bytes(fid_only.fid):>12,} {state_bytes(keeping.kid):>12,} "
+                f"{state_bytes(keeping.inception_score):>12,} {rss_mb():>12.0f}"
+            )
     print("   FID: constant (sums); KID: N x features x 4 bytes; IS: N x classes x 4 bytes.")
 
 

@@ -60,7 +60,9 @@ def plain_loop(warmup: int, steps: int) -> StepClock:
             opt_d.step()
             # G step: D's weights are frozen, its graph still carries the gradient to G.
             discriminator.requires_grad_(False)
-            g_loss = generator_loss("nonsaturating", discriminator(generator(torch.randn(real.shape[0], LATENT), None), None))
+            g_loss = generator_loss(
+                "nonsaturating", discriminator(generator(torch.randn(real.shape[0], LATENT), None), None)
+            )
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_g.step()
@@ -74,9 +76,17 @@ def plain_loop(warmup: int, steps: int) -> StepClock:
 def lightning_fit(warmup: int, steps: int) -> StepClock:
     # global_step counts both optimizers' steps: 2 per batch (docs/gan.md).
     return run_cli_fit(
-        ["--config", str(ROOT / "configs/trainer/cpu.yaml"), "--config", str(ROOT / "configs/gan/dcgan_digits.yaml"),
-         "--data.batch_size", str(BATCH)],
-        warmup, steps, batches_per_step=2,
+        [
+            "--config",
+            str(ROOT / "configs/trainer/cpu.yaml"),
+            "--config",
+            str(ROOT / "configs/gan/dcgan_digits.yaml"),
+            "--data.batch_size",
+            str(BATCH),
+        ],
+        warmup,
+        steps,
+        batches_per_step=2,
     )
 
 
@@ -89,8 +99,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     wall, cpu = interleave(
-        {"plain": lambda: plain_loop(args.warmup, args.steps),
-         "lightning": lambda: lightning_fit(args.warmup, args.steps)},
+        {
+            "plain": lambda: plain_loop(args.warmup, args.steps),
+            "lightning": lambda: lightning_fit(args.warmup, args.steps),
+        },
         args.repeats,
     )
     report(wall, "plain", "lightning", goal=1.02, what="wall")

@@ -53,9 +53,12 @@ def plain_loop(cache_dir: str, warmup: int, steps: int) -> StepClock:
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
-        [{"params": [p for p in params if p.dim() >= 2], "weight_decay": WD},
-         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
-        lr=LR, betas=BETAS,
+        [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": WD},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ],
+        lr=LR,
+        betas=BETAS,
     )
     total = warmup + steps + 1
     clock = StepClock(warmup, steps)
@@ -81,13 +84,19 @@ def plain_loop(cache_dir: str, warmup: int, steps: int) -> StepClock:
 def lightning_fit(cache_dir: str, warmup: int, steps: int) -> StepClock:
     return run_cli_fit(
         [
-            "--config", str(ROOT / "configs/trainer/cpu.yaml"),
-            "--config", str(ROOT / "configs/gpt/nano_stdlib.yaml"),
-            "--data.block_size", str(BLOCK),
-            "--data.batch_size", str(BATCH),
-            "--data.cache_dir", cache_dir,
+            "--config",
+            str(ROOT / "configs/trainer/cpu.yaml"),
+            "--config",
+            str(ROOT / "configs/gpt/nano_stdlib.yaml"),
+            "--data.block_size",
+            str(BLOCK),
+            "--data.batch_size",
+            str(BATCH),
+            "--data.cache_dir",
+            cache_dir,
         ],
-        warmup, steps,
+        warmup,
+        steps,
     )
 
 
@@ -102,8 +111,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     datamodule(args.cache_dir).prepare_data()  # tokenize once, outside the timings
     wall, cpu = interleave(
-        {"plain": lambda: plain_loop(args.cache_dir, args.warmup, args.steps),
-         "lightning": lambda: lightning_fit(args.cache_dir, args.warmup, args.steps)},
+        {
+            "plain": lambda: plain_loop(args.cache_dir, args.warmup, args.steps),
+            "lightning": lambda: lightning_fit(args.cache_dir, args.warmup, args.steps),
+        },
         args.repeats,
     )
     report(wall, "plain", "lightning", goal=1.02, what="wall")

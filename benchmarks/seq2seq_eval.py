@@ -56,16 +56,21 @@ def main() -> None:
     if data.tokenizer.to_json() != model.tokenizer_json:
         sys.exit("the data's tokenizer is not the checkpoint's: pass the run's data settings after --")
     batches = list(data.val_dataloader())
-    references = [tok.decode(until_stop([i for i in row if i != IGNORE_INDEX], tok.eot_id))
-                  for b in batches for row in b.target_out.tolist()]
+    references = [
+        tok.decode(until_stop([i for i in row if i != IGNORE_INDEX], tok.eot_id))
+        for b in batches
+        for row in b.target_out.tolist()
+    ]
     n = len(references) if args.max_pairs is None else min(args.max_pairs, len(references))
     print(f"checkpoint {args.ckpt} (step {checkpoint['global_step']}); {n} validation pairs")
 
     train_targets = [tok.decode(data.train_set[i][1].tolist()) for i in range(len(data.train_set))]
     constant, count = collections.Counter(train_targets).most_common(1)[0]
     base = scores([constant] * n, references[:n])
-    print(f"baseline  always {constant!r} ({count} of {len(train_targets)} train targets): "
-          f"BLEU {base['bleu']:.2f}  chrF {base['chrf']:.2f}  exact {base['exact']:.3f}")
+    print(
+        f"baseline  always {constant!r} ({count} of {len(train_targets)} train targets): "
+        f"BLEU {base['bleu']:.2f}  chrF {base['chrf']:.2f}  exact {base['exact']:.3f}"
+    )
     for beams in args.beams:
         start, outputs = time.perf_counter(), []
         for batch in batches:
@@ -74,8 +79,10 @@ def main() -> None:
             ids = model.generate_ids(batch.source, batch.source_mask, num_beams=beams)
             outputs += [tok.decode(row) for row in ids]
         s = scores(outputs[:n], references[:n])
-        print(f"beams {beams:<3} BLEU {s['bleu']:.2f}  chrF {s['chrf']:.2f}  exact {s['exact']:.3f}  "
-              f"({time.perf_counter() - start:.0f} s)")
+        print(
+            f"beams {beams:<3} BLEU {s['bleu']:.2f}  chrF {s['chrf']:.2f}  exact {s['exact']:.3f}  "
+            f"({time.perf_counter() - start:.0f} s)"
+        )
 
 
 if __name__ == "__main__":

@@ -35,14 +35,21 @@ def _children_cpu() -> float:
 
 def _run(cmd: list[str], cwd: Path, expect_rc: int, expect: str) -> tuple[float, float]:
     # No bytecode written: a --before checkout is only read (its existing __pycache__ is used as it is).
-    env = {**os.environ, "PYTHONPATH": str(cwd), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1",
-           "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(cwd),
+        "WANDB_MODE": "disabled",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
     start, cpu = time.perf_counter(), _children_cpu()
     proc = subprocess.run(cmd, check=False, cwd=cwd, env=env, capture_output=True, text=True)
     elapsed, cpu = time.perf_counter() - start, _children_cpu() - cpu
     if proc.returncode != expect_rc or expect not in proc.stdout + proc.stderr:
-        sys.exit(f"{' '.join(cmd)} in {cwd}: exit {proc.returncode}, expected {expect_rc} and {expect!r}:\n"
-                 f"{proc.stdout[-800:]}{proc.stderr[-800:]}")
+        sys.exit(
+            f"{' '.join(cmd)} in {cwd}: exit {proc.returncode}, expected {expect_rc} and {expect!r}:\n"
+            f"{proc.stdout[-800:]}{proc.stderr[-800:]}"
+        )
     return elapsed, cpu
 
 
@@ -78,15 +85,19 @@ def main() -> None:
     med = {name: statistics.median(ts) for name, ts in times.items()}
     cmed = {name: statistics.median(ts) for name, ts in cpus.items()}
     for name, ts in times.items():
-        print(f"{name:<16} median {med[name]:6.2f} s wall, {cmed[name]:6.2f} s CPU   "
-              f"(wall {', '.join(f'{t:.2f}' for t in ts)})")
+        print(
+            f"{name:<16} median {med[name]:6.2f} s wall, {cmed[name]:6.2f} s CPU   "
+            f"(wall {', '.join(f'{t:.2f}' for t in ts)})"
+        )
     # CPU time (user + system of the child) is what the start costs; other programs on a loaded machine
     # stretch the wall time but cannot take CPU time from it.
     for tag in ("", " (before)") if args.before else ("",):
         for what, goal in (("verbs", "goal < 1 s"), ("typo", "goal <= 1.5x")):
             key = what + tag
-            print(f"{key}: {med[key]:.2f} s = {med[key] / med['import']:.2f}x import lightning wall, "
-                  f"{cmed[key] / cmed['import']:.2f}x CPU ({goal})")
+            print(
+                f"{key}: {med[key]:.2f} s = {med[key] / med['import']:.2f}x import lightning wall, "
+                f"{cmed[key] / cmed['import']:.2f}x CPU ({goal})"
+            )
     print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 

@@ -78,8 +78,10 @@ def window_benchmark(cache_dir: str, batches: int, repeats: int) -> None:
         results["memmap"].append(tokens_per_second(memmap_set, batches))
         results["naive"].append(tokens_per_second(naive_set, batches))
     med = {k: statistics.median(v) for k, v in results.items()}
-    print(f"windows: {tokens.length:,} train tokens (uint16 memmap {tokens.length * 2 / 2**20:.1f} MiB; "
-          f"as a Python list ~{tokens.length * 8 / 2**20:.0f} MiB of pointers plus int objects)")
+    print(
+        f"windows: {tokens.length:,} train tokens (uint16 memmap {tokens.length * 2 / 2**20:.1f} MiB; "
+        f"as a Python list ~{tokens.length * 8 / 2**20:.0f} MiB of pointers plus int objects)"
+    )
     for k, v in results.items():
         print(f"  {k:>7}: median {med[k]:>12,.0f} tokens/s (min {min(v):,.0f}, max {max(v):,.0f}, {len(v)} repeats)")
     print(f"RATIO windows memmap/naive = {med['memmap'] / med['naive']:.2f}x tokens/s")
@@ -113,13 +115,19 @@ def tokenizer_benchmark(megabytes: float, repeats: int) -> None:
             n = sum(len(ids) for i in range(0, len(docs), chunk) for ids in tok.encode_batch(docs[i : i + chunk]))
             speeds[name].append(size_mb / (time.perf_counter() - start))
             counts[name] = n
-    print(f"tokenization of {size_mb:.1f} MB of stdlib sources ({len(docs):,} documents, torch threads "
-          f"{torch.get_num_threads()}, RAYON_NUM_THREADS={os.environ.get('RAYON_NUM_THREADS', 'default')}):")
+    print(
+        f"tokenization of {size_mb:.1f} MB of stdlib sources ({len(docs):,} documents, torch threads "
+        f"{torch.get_num_threads()}, RAYON_NUM_THREADS={os.environ.get('RAYON_NUM_THREADS', 'default')}):"
+    )
     for name, v in speeds.items():
-        print(f"  {name:>5}: median {statistics.median(v):6.2f} MB/s, {counts[name]:,} tokens "
-              f"({size_mb * 2**20 / counts[name]:.2f} bytes/token)")
+        print(
+            f"  {name:>5}: median {statistics.median(v):6.2f} MB/s, {counts[name]:,} tokens "
+            f"({size_mb * 2**20 / counts[name]:.2f} bytes/token)"
+        )
     print(f"  BPE training (4096 ids) on the same text: {train_s:.2f} s")
-    print(f"RATIO tokenization bpe/byte = {statistics.median(speeds['bpe']) / statistics.median(speeds['byte']):.2f}x MB/s")
+    print(
+        f"RATIO tokenization bpe/byte = {statistics.median(speeds['bpe']) / statistics.median(speeds['byte']):.2f}x MB/s"
+    )
 
 
 def main() -> None:

@@ -58,9 +58,11 @@ def main() -> None:
         "bpe serial": (bpe, 1),
         f"bpe pool x{workers}": (bpe, workers),
     }
-    print(f"machine: {os.cpu_count()} cores ({workers} usable), load average "
-          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}; {len(train):,} documents, {size_mb:.1f} MB; "
-          f"BPE {args.vocab} ids trained in {train_s:.1f} s (not timed)")
+    print(
+        f"machine: {os.cpu_count()} cores ({workers} usable), load average "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}; {len(train):,} documents, {size_mb:.1f} MB; "
+        f"BPE {args.vocab} ids trained in {train_s:.1f} s (not timed)"
+    )
     wall: dict[str, list[float]] = {k: [] for k in sides}
     cpu: dict[str, list[float]] = {k: [] for k in sides}
     outputs: dict[str, bytes] = {}
@@ -76,12 +78,16 @@ def main() -> None:
     if outputs["bpe serial"] != outputs[f"bpe pool x{workers}"]:
         sys.exit("the pool's token file differs from the serial one")
     for name in sides:
-        print(f"{name:>12}: median {statistics.median(wall[name]):7.2f} MB/s wall, "
-              f"{statistics.median(cpu[name]):7.2f} MB per CPU-s  ({', '.join(f'{x:.2f}' for x in wall[name])})")
+        print(
+            f"{name:>12}: median {statistics.median(wall[name]):7.2f} MB/s wall, "
+            f"{statistics.median(cpu[name]):7.2f} MB per CPU-s  ({', '.join(f'{x:.2f}' for x in wall[name])})"
+        )
     pool = f"bpe pool x{workers}"
-    print(f"RATIO bpe pool/serial = {statistics.median(wall[pool]) / statistics.median(wall['bpe serial']):.2f}x "
-          f"wall (token files identical); load average at the end "
-          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(
+        f"RATIO bpe pool/serial = {statistics.median(wall[pool]) / statistics.median(wall['bpe serial']):.2f}x "
+        f"wall (token files identical); load average at the end "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    )
 
 
 if __name__ == "__main__":

@@ -49,8 +49,9 @@ class SamplesImagesByClass(Protocol):
 
     num_classes: int
 
-    def sample(self, n: int, generator: Optional[torch.Generator] = None,
-               labels: Optional[torch.Tensor] = None) -> torch.Tensor: ...
+    def sample(
+        self, n: int, generator: Optional[torch.Generator] = None, labels: Optional[torch.Tensor] = None
+    ) -> torch.Tensor: ...
 
 
 @runtime_checkable
@@ -65,18 +66,27 @@ class Reconstructs(Protocol):
 class GeneratesText(Protocol):
     """Continues a text prompt (language models); returns one string per sample."""
 
-    def generate_text(self, prompt: str = "", max_new_tokens: int = 200, num_samples: int = 1,
-                      temperature: float = 0.8, top_k: Optional[int] = None, top_p: Optional[float] = None,
-                      stop_at_eot: bool = True, use_cache: bool = True,
-                      generator: Optional[torch.Generator] = None) -> list[str]: ...
+    def generate_text(
+        self,
+        prompt: str = "",
+        max_new_tokens: int = 200,
+        num_samples: int = 1,
+        temperature: float = 0.8,
+        top_k: Optional[int] = None,
+        top_p: Optional[float] = None,
+        stop_at_eot: bool = True,
+        use_cache: bool = True,
+        generator: Optional[torch.Generator] = None,
+    ) -> list[str]: ...
 
 
 @runtime_checkable
 class TranslatesText(Protocol):
     """Generates a target text for each source text (encoder-decoder models)."""
 
-    def generate_targets(self, sources: Sequence[str], max_new_tokens: int = 64,
-                         generator: Optional[torch.Generator] = None) -> list[str]: ...
+    def generate_targets(
+        self, sources: Sequence[str], max_new_tokens: int = 64, generator: Optional[torch.Generator] = None
+    ) -> list[str]: ...
 
 
 @runtime_checkable
@@ -176,5 +186,7 @@ def network_unit(module: torch.nn.Module, name: str) -> torch.nn.Module:
     """The network `name` of `module` as it must be called to train it: its strategy's unit (a DDP wrapper, a
     DeepSpeed engine) when the strategy wraps networks one by one, the network itself otherwise."""
     trainer = module._trainer  # None: a LightningModule outside a Trainer
-    unit = trainer.strategy.unit_for(name) if trainer is not None and isinstance(trainer.strategy, WrapsNetworks) else None
+    unit = (
+        trainer.strategy.unit_for(name) if trainer is not None and isinstance(trainer.strategy, WrapsNetworks) else None
+    )
     return unit if unit is not None else module.get_submodule(name)

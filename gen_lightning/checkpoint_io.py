@@ -75,12 +75,15 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except RuntimeError as err:  # truncated zip / bad magic number
-        raise UserError(f"checkpoint '{path}' is corrupt or truncated ({str(err).splitlines()[0]}); "
-                        f"use an earlier checkpoint") from None
+        raise UserError(
+            f"checkpoint '{path}' is corrupt or truncated ({str(err).splitlines()[0]}); use an earlier checkpoint"
+        ) from None
     except Exception as err:  # noqa: BLE001 - pickle.UnpicklingError from the weights_only unpickler
         if "weights_only" in str(err) or "Unsupported global" in str(err):
-            raise UserError(f"checkpoint '{path}' contains Python objects that are not plain data, so it was not "
-                            f"loaded (it could run code); load only checkpoints you trust") from None
+            raise UserError(
+                f"checkpoint '{path}' contains Python objects that are not plain data, so it was not "
+                f"loaded (it could run code); load only checkpoints you trust"
+            ) from None
         raise
 
 

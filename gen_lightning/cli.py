@@ -54,8 +54,11 @@ class GenLightningCLI(LightningCLI):
         parser.add_lightning_class_args(PreemptionCheckpoint, "preemption")
         parser.add_lightning_class_args(RNGState, "rng_state")
         link_data_to_model(parser)
-        parser.add_argument("--overwrite", action="store_true",
-                            help="start a run under the id of an existing run (replaces its config.yaml and summary.json)")
+        parser.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="start a run under the id of an existing run (replaces its config.yaml and summary.json)",
+        )
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
         # The project's progress bar (callbacks/progress_bar.py) unless the bar is off or another one is configured.
@@ -74,13 +77,18 @@ class GenLightningCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         if subcommand:
             resolve_last_checkpoint(self.config[subcommand])
-            check_checkpoint_family(self.config[subcommand].get("ckpt_path"), self.config[subcommand].get("model"), subcommand)
+            check_checkpoint_family(
+                self.config[subcommand].get("ckpt_path"), self.config[subcommand].get("model"), subcommand
+            )
         super()._parse_ckpt_path()
 
     def _preflight(self) -> None:
         check_output_folders(self.trainer)
-        check_new_run(self.trainer, self.config_init[self.subcommand].get("ckpt_path"),
-                      bool(self.config_init[self.subcommand].get("overwrite")))
+        check_new_run(
+            self.trainer,
+            self.config_init[self.subcommand].get("ckpt_path"),
+            bool(self.config_init[self.subcommand].get("overwrite")),
+        )
         check_checkpoint_fits(self.config_init[self.subcommand].get("ckpt_path"), self.model)
 
     # Before anything is written: unwritable output folders, unreadable or foreign checkpoints.
@@ -95,8 +103,9 @@ def _trainer_defaults() -> dict:
     return {"default_root_dir": "runs", "logger": lazy_instance(GenWandbLogger)}
 
 
-def build_cli(args: Optional[list[str]] = None, run: bool = True,
-              cli_class: type[GenLightningCLI] = GenLightningCLI) -> GenLightningCLI:
+def build_cli(
+    args: Optional[list[str]] = None, run: bool = True, cli_class: type[GenLightningCLI] = GenLightningCLI
+) -> GenLightningCLI:
     noise.install()  # before parsing: jsonargparse may import DeepSpeed (gen_lightning/noise.py)
     dead_rank.install()  # a rank that dies is one line on the others, not a traceback (gen_lightning/dead_rank.py)
     # Here, where the CLI starts, and not as a side effect of an import: `strategy: ddp` (and ddp_spawn/fork/

@@ -37,8 +37,9 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
-            raise _DuplicateKey(None, None, f"duplicate key '{key}' (first given on line {seen[key] + 1})",
-                                key_node.start_mark)
+            raise _DuplicateKey(
+                None, None, f"duplicate key '{key}' (first given on line {seen[key] + 1})", key_node.start_mark
+            )
         seen[key] = key_node.start_mark.line
     return loader.construct_mapping(node, deep=deep)
 
@@ -52,7 +53,9 @@ def check_yaml_file(path: str | Path, option: str = "--config") -> None:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise UserError(f"{option} {path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
+        raise UserError(
+            f"{option} {path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8"
+        ) from None
     try:
         yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as err:

@@ -72,8 +72,10 @@ def find_user_error(err: BaseException) -> Optional[UserError]:
             return UserError(" ".join(str(err).split()))
         if isinstance(err, OSError) and err.errno == errno.ENOSPC:
             where = f" (writing '{err.filename}')" if err.filename else ""
-            return UserError(f"No space left on device{where}; the last complete checkpoint is intact: free some "
-                             f"space, then continue with --ckpt_path last")
+            return UserError(
+                f"No space left on device{where}; the last complete checkpoint is intact: free some "
+                f"space, then continue with --ckpt_path last"
+            )
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     from gen_lightning.dead_rank import lost_peer

@@ -34,11 +34,21 @@ class Link(NamedTuple):
 LINKS = (
     Link("image_size", "image_size", "instantiate"),
     Link("channels", "channels", "instantiate"),
-    Link("vocab_size", "vocab_size", "instantiate", follows="the data's tokenizer (data.tokenizer; data.vocab_size for bpe)"),
+    Link(
+        "vocab_size",
+        "vocab_size",
+        "instantiate",
+        follows="the data's tokenizer (data.tokenizer; data.vocab_size for bpe)",
+    ),
     Link("block_size", "block_size", "parse"),
     Link("max_source_len", "source_block_size", "parse"),
-    Link("max_target_len", "target_block_size", "parse", _plus_start_token,
-         follows="data.max_target_len + 1 (the start token)"),
+    Link(
+        "max_target_len",
+        "target_block_size",
+        "parse",
+        _plus_start_token,
+        follows="data.max_target_len + 1 (the start token)",
+    ),
 )
 LINKED_MODEL_KEYS = {link.target: link for link in LINKS}
 
@@ -46,14 +56,17 @@ LINKED_MODEL_KEYS = {link.target: link for link in LINKS}
 def link_data_to_model(parser) -> None:
     for link in LINKS:
         source = f"data.{link.source}" if link.apply_on == "instantiate" else f"data.init_args.{link.source}"
-        parser.link_arguments(source, f"model.init_args.{link.target}", compute_fn=link.compute_fn,
-                              apply_on=link.apply_on)
+        parser.link_arguments(
+            source, f"model.init_args.{link.target}", compute_fn=link.compute_fn, apply_on=link.apply_on
+        )
 
 
 def linked_key_error(key: str) -> UserError:
     link = LINKED_MODEL_KEYS[key]
-    return UserError(f"model.{key} is linked to {link.follows or 'data.' + link.source} now: remove model.{key} "
-                     f"and set data.{link.source} instead")
+    return UserError(
+        f"model.{key} is linked to {link.follows or 'data.' + link.source} now: remove model.{key} "
+        f"and set data.{link.source} instead"
+    )
 
 
 def _model_keys_set(config) -> list[str]:
@@ -73,7 +86,7 @@ def _model_keys_on_command_line(args) -> list[str]:
     for arg in args:
         if not arg.startswith(_OPTION):
             continue
-        key = arg[len(_OPTION):].split("=", 1)[0].removeprefix("init_args.")
+        key = arg[len(_OPTION) :].split("=", 1)[0].removeprefix("init_args.")
         if key in LINKED_MODEL_KEYS:
             found.append(key)
     return found

@@ -69,16 +69,25 @@ def message(detail: Optional[str] = None) -> str:
     else:
         path, saved_step = _state["last"]
         if os.path.isdir(path):  # DeepSpeed writes its shards in place, not atomically
-            saved = (f"the newest checkpoint is {path} (step {saved_step}): continue with --ckpt_path last, or from an "
-                     f"earlier checkpoint if the death came during a save")
+            saved = (
+                f"the newest checkpoint is {path} (step {saved_step}): continue with --ckpt_path last, or from an "
+                f"earlier checkpoint if the death came during a save"
+            )
         else:
             saved = f"{os.path.basename(path)} (step {saved_step}) is intact: continue with --ckpt_path last"
     cause = f" ({detail})" if detail else ""
     return f"{_who_died()}{cause}; this run stopped{step}; {saved}"
 
 
-_LOST_PEER = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "Socket Timeout",
-              "Connection refused", "NCCL communicator was aborted", "Timed out")
+_LOST_PEER = (
+    "Connection reset by peer",
+    "Connection closed by peer",
+    "Broken pipe",
+    "Socket Timeout",
+    "Connection refused",
+    "NCCL communicator was aborted",
+    "Timed out",
+)
 
 
 def lost_peer(err: BaseException) -> Optional[str]:

@@ -17,5 +17,7 @@ def check_learning_rates(**rates: float | None) -> None:
     for name, value in rates.items():
         floor = name.startswith("min_")
         if value is not None and not (value >= 0 if floor else value > 0):
-            raise UserError(f"model.{name} must be {'>= 0' if floor else '> 0'}, got {value}; give a positive "
-                            f"learning rate (e.g. --model.{name} 1e-3)")
+            raise UserError(
+                f"model.{name} must be {'>= 0' if floor else '> 0'}, got {value}; give a positive "
+                f"learning rate (e.g. --model.{name} 1e-3)"
+            )

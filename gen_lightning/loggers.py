@@ -76,10 +76,18 @@ class GenWandbLogger(WandbLogger):
         """
         mode = wandb_mode(offline)
         if mode == "online" and not has_wandb_credentials():  # wandb itself would prompt, or fail mid-start
-            asked = "WANDB_MODE=online" if os.environ.get("WANDB_MODE", "").lower() == "online" else "logger offline=false"
-            raise UserError(f"W&B: {asked} but no API key found (WANDB_API_KEY or `wandb login`); log in, or log "
-                            f"offline with WANDB_MODE=offline (upload later with `wandb sync`)")
-        if mode == "offline" and offline is None and os.environ.get("WANDB_MODE", "").lower() not in ("offline", "dryrun"):
+            asked = (
+                "WANDB_MODE=online" if os.environ.get("WANDB_MODE", "").lower() == "online" else "logger offline=false"
+            )
+            raise UserError(
+                f"W&B: {asked} but no API key found (WANDB_API_KEY or `wandb login`); log in, or log "
+                f"offline with WANDB_MODE=offline (upload later with `wandb sync`)"
+            )
+        if (
+            mode == "offline"
+            and offline is None
+            and os.environ.get("WANDB_MODE", "").lower() not in ("offline", "dryrun")
+        ):
             rank_zero_warn(
                 f"W&B: no API key found, logging offline under {save_dir}/wandb; upload later with "
                 f"`wandb sync {save_dir}/wandb/offline-run-*` (after `wandb login`)"
@@ -87,14 +95,25 @@ class GenWandbLogger(WandbLogger):
         try:
             os.makedirs(save_dir, exist_ok=True)
         except OSError as err:  # before training, not at the first checkpoint hours later
-            raise UserError(f"logger save_dir '{save_dir}' is not a writable folder ({err.strerror or err}); "
-                            f"choose another folder or fix its permissions") from None
+            raise UserError(
+                f"logger save_dir '{save_dir}' is not a writable folder ({err.strerror or err}); "
+                f"choose another folder or fix its permissions"
+            ) from None
         # `offline=False` to Lightning and the mode straight to wandb.init: Lightning would otherwise
         # set WANDB_MODE for the whole process (and its children) and refuse log_model offline, although
         # an offline wandb run records artifacts and `wandb sync` uploads them.
         super().__init__(
-            project=project, name=name, save_dir=save_dir, offline=False, group=group, tags=tags,
-            notes=notes, log_model=log_model, id=id, entity=entity, mode=mode,
+            project=project,
+            name=name,
+            save_dir=save_dir,
+            offline=False,
+            group=group,
+            tags=tags,
+            notes=notes,
+            log_model=log_model,
+            id=id,
+            entity=entity,
+            mode=mode,
         )
         self._wandb_init.pop("anonymous", None)  # deprecated in wandb; passing None still warns
 
@@ -109,8 +128,10 @@ class GenWandbLogger(WandbLogger):
             if self._experiment is not None or self._wandb_init.get("mode") != "online":
                 raise
             save_dir = self._wandb_init.get("dir")
-            rank_zero_warn(f"W&B: cannot reach the server ({str(err).splitlines()[0][:200]}); logging offline under "
-                           f"{save_dir}/wandb instead, upload later with `wandb sync {save_dir}/wandb/offline-run-*`")
+            rank_zero_warn(
+                f"W&B: cannot reach the server ({str(err).splitlines()[0][:200]}); logging offline under "
+                f"{save_dir}/wandb instead, upload later with `wandb sync {save_dir}/wandb/offline-run-*`"
+            )
             self._wandb_init["mode"] = "offline"
             return WandbLogger.experiment.fget(self)
 

@@ -73,12 +73,16 @@ def install() -> None:
     if not any(isinstance(finder, _QuietImportFinder) for finder in sys.meta_path):
         sys.meta_path.insert(0, _QuietImportFinder())
     warnings.filterwarnings("ignore", message=r"'set_vital' is deprecated", category=UserWarning)
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+    )
     if "SLURM_JOB_ID" not in os.environ:
         warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
-    for name, prefix in (("lightning.pytorch.utilities.rank_zero", "💡 Tip: For seamless cloud logging"),
-                         ("DeepSpeed", "Setting accelerator to CPU"),
-                         ("torch.utils.cpp_extension", "No CUDA runtime is found")):
+    for name, prefix in (
+        ("lightning.pytorch.utilities.rank_zero", "💡 Tip: For seamless cloud logging"),
+        ("DeepSpeed", "Setting accelerator to CPU"),
+        ("torch.utils.cpp_extension", "No CUDA runtime is found"),
+    ):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropMessages) for f in logger.filters):
             logger.addFilter(_DropMessages(prefix))

@@ -22,8 +22,9 @@ def _check_parent(path: Path, option: str) -> None:
     if not parent.is_dir():
         raise UserError(f"{option} '{path}': '{parent}' is a file, not a folder; choose another path")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"{option} '{path}': the folder '{parent}' is not writable; choose another path "
-                        f"or fix its permissions")
+        raise UserError(
+            f"{option} '{path}': the folder '{parent}' is not writable; choose another path or fix its permissions"
+        )
 
 
 def check_output_file(path: str | os.PathLike, option: str, overwrite: bool, example: str = "samples.png") -> Path:
@@ -48,8 +49,10 @@ def check_output_folder(path: str | os.PathLike, option: str, overwrite: bool) -
         raise UserError(f"{option} '{path}' is a file; give a folder to write into (created if missing)")
     if path.is_dir():
         if any(path.iterdir()) and not overwrite:
-            raise UserError(f"{option} '{path}' is a folder that is not empty; pass --overwrite to replace its "
-                            f"files, or give a new folder")
+            raise UserError(
+                f"{option} '{path}' is a folder that is not empty; pass --overwrite to replace its "
+                f"files, or give a new folder"
+            )
         if not os.access(path, os.W_OK | os.X_OK):
             raise UserError(f"{option} '{path}' is not writable; choose another folder or fix its permissions")
     else:

@@ -31,8 +31,10 @@ def check_writable(folder: str | os.PathLike, option: str) -> None:
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
     except OSError as err:
-        raise UserError(f"{option} '{path}' is not a writable folder ({err.strerror or err}); "
-                        f"choose another folder or fix its permissions") from None
+        raise UserError(
+            f"{option} '{path}' is not a writable folder ({err.strerror or err}); "
+            f"choose another folder or fix its permissions"
+        ) from None
 
 
 def check_output_folders(trainer: L.Trainer) -> None:
@@ -77,8 +79,10 @@ def check_new_run(trainer: L.Trainer, ckpt_path: Optional[str], overwrite: bool)
     if (folder / "checkpoints").is_dir() and any((folder / "checkpoints").iterdir()):
         taken.append("checkpoints/")
     if taken:
-        raise UserError(f"run '{folder.name}' ({given}) already exists: {folder} holds {', '.join(taken)}; continue it "
-                        f"with --ckpt_path last, give a new run id, or pass --overwrite to start it again in that folder")
+        raise UserError(
+            f"run '{folder.name}' ({given}) already exists: {folder} holds {', '.join(taken)}; continue it "
+            f"with --ckpt_path last, give a new run id, or pass --overwrite to start it again in that folder"
+        )
 
 
 def _is_file(ckpt_path: Optional[str]) -> bool:
@@ -113,21 +117,27 @@ def check_checkpoint_contents(ckpt_path: str, checkpoint: Any, subcommand: Optio
     """One line for a file Lightning would fail on with a KeyError/AttributeError traceback: not a dict, a bare
     state dict, weights only (`save_weights_only`), or from a Lightning before 2.0 (for fit)."""
     if not isinstance(checkpoint, dict):
-        raise UserError(f"checkpoint '{ckpt_path}' is not a Lightning checkpoint (it holds a {type(checkpoint).__name__}, "
-                        f"not a dict); give a .ckpt file written by `gen-lightning fit`")
+        raise UserError(
+            f"checkpoint '{ckpt_path}' is not a Lightning checkpoint (it holds a {type(checkpoint).__name__}, "
+            f"not a dict); give a .ckpt file written by `gen-lightning fit`"
+        )
     missing = [why for key, why in _NEEDED.items() if key not in checkpoint]
     if subcommand == "fit":
         missing += [why for key, why in _NEEDED_TO_RESUME.items() if key not in checkpoint]
     if missing:
         resume = " to resume training" if subcommand == "fit" else ""
-        raise UserError(f"checkpoint '{ckpt_path}' cannot be used{resume}: it has {', '.join(missing)} (written with "
-                        f"save_weights_only, or not by Lightning); give a full checkpoint such as last.ckpt")
+        raise UserError(
+            f"checkpoint '{ckpt_path}' cannot be used{resume}: it has {', '.join(missing)} (written with "
+            f"save_weights_only, or not by Lightning); give a full checkpoint such as last.ckpt"
+        )
     version = str(checkpoint["pytorch-lightning_version"])
     major = re.match(r"\d+", version)
     if subcommand == "fit" and (major is None or int(major.group()) < 2):
-        raise UserError(f"checkpoint '{ckpt_path}' was written by Lightning {version}; resuming needs a checkpoint of "
-                        f"Lightning 2.x (its loop and data-loader state); use it to validate, test or sample, or "
-                        f"resume from a checkpoint of a current run")
+        raise UserError(
+            f"checkpoint '{ckpt_path}' was written by Lightning {version}; resuming needs a checkpoint of "
+            f"Lightning 2.x (its loop and data-loader state); use it to validate, test or sample, or "
+            f"resume from a checkpoint of a current run"
+        )
 
 
 def check_checkpoint_family(ckpt_path: Optional[str], model_config: Any, subcommand: Optional[str] = None) -> None:
@@ -143,8 +153,10 @@ def check_checkpoint_family(ckpt_path: Optional[str], model_config: Any, subcomm
     wanted = model_config.get("class_path") if hasattr(model_config, "get") else None
     # By class name: either side may spell the module path differently (gen_lightning.models.VAEModule).
     if saved_class and wanted and saved_class.rsplit(".", 1)[-1] != wanted.rsplit(".", 1)[-1]:
-        raise UserError(f"checkpoint '{ckpt_path}' is a {saved_class.rsplit('.', 1)[-1]}, this run builds a "
-                        f"{wanted.rsplit('.', 1)[-1]}; give a checkpoint of the same model family (or the matching --config)")
+        raise UserError(
+            f"checkpoint '{ckpt_path}' is a {saved_class.rsplit('.', 1)[-1]}, this run builds a "
+            f"{wanted.rsplit('.', 1)[-1]}; give a checkpoint of the same model family (or the matching --config)"
+        )
 
 
 def check_checkpoint_fits(ckpt_path: Optional[str], model: L.LightningModule) -> None:
@@ -157,10 +169,14 @@ def check_checkpoint_fits(ckpt_path: Optional[str], model: L.LightningModule) ->
     unexpected = sorted(set(saved) - set(built))
     if missing or unexpected:
         names = ", ".join((missing + unexpected)[:3])
-        raise UserError(f"checkpoint '{ckpt_path}' does not fit this model: {len(missing)} parameters missing, "
-                        f"{len(unexpected)} unexpected (e.g. {names}); was it written by another model or net?")
+        raise UserError(
+            f"checkpoint '{ckpt_path}' does not fit this model: {len(missing)} parameters missing, "
+            f"{len(unexpected)} unexpected (e.g. {names}); was it written by another model or net?"
+        )
     for name, tensor in built.items():
         if tuple(saved[name].shape) != tuple(tensor.shape):
-            raise UserError(f"checkpoint '{ckpt_path}' does not fit this model: {name} is {tuple(saved[name].shape)} "
-                            f"in the checkpoint, {tuple(tensor.shape)} here; use the checkpoint's model settings "
-                            f"(size, vocab_size / data.tokenizer, image size)")
+            raise UserError(
+                f"checkpoint '{ckpt_path}' does not fit this model: {name} is {tuple(saved[name].shape)} "
+                f"in the checkpoint, {tuple(tensor.shape)} here; use the checkpoint's model settings "
+                f"(size, vocab_size / data.tokenizer, image size)"
+            )

@@ -32,7 +32,9 @@ def newest_last(checkpoints: Path) -> Path:
     callback added versions (it does when a run writes into a folder that already has a `last.ckpt`: a run
     started again with --overwrite): the most recently written one, the higher version on a tie. Never an older
     `last.ckpt` over a newer `last-vN.ckpt`."""
-    found = [p for p in checkpoints.glob("last*.ckpt") if _LAST_VERSION.fullmatch(p.name)] if checkpoints.is_dir() else []
+    found = (
+        [p for p in checkpoints.glob("last*.ckpt") if _LAST_VERSION.fullmatch(p.name)] if checkpoints.is_dir() else []
+    )
     if not found:
         return checkpoints / LAST
     return max(found, key=lambda p: (p.stat().st_mtime_ns, int(_LAST_VERSION.fullmatch(p.name).group(1) or 0)))
@@ -62,11 +64,15 @@ def resolve_last_checkpoint(config: Any) -> None:
         last = newest_last(Path(dirpath))
         where = f"--checkpoint.dirpath {dirpath}"
     elif init_args is not None and "project" in init_args and "id" in init_args:  # a W&B logger
-        project_dir = Path(init_args.get("save_dir") or config.trainer.get("default_root_dir") or ".") / init_args.project
+        project_dir = (
+            Path(init_args.get("save_dir") or config.trainer.get("default_root_dir") or ".") / init_args.project
+        )
         run_id = init_args.id or os.environ.get("WANDB_RUN_ID") or _run_id_with_newest_last(project_dir)
         if run_id is None:
-            raise UserError(f"--ckpt_path last: no run under {project_dir}/ has checkpoints/{LAST}; start a "
-                            f"new run without --ckpt_path, or give a checkpoint file: --ckpt_path PATH")
+            raise UserError(
+                f"--ckpt_path last: no run under {project_dir}/ has checkpoints/{LAST}; start a "
+                f"new run without --ckpt_path, or give a checkpoint file: --ckpt_path PATH"
+            )
         init_args.id = run_id  # continue the same W&B run, in the same run folder
         last = newest_last(project_dir / run_id / "checkpoints")
         where = f"run {run_id}"
@@ -76,6 +82,8 @@ def resolve_last_checkpoint(config: Any) -> None:
     else:
         return  # another logger: its folder is only known once built; Lightning resolves "last"
     if not last.exists():  # a file, or a folder of shards for DeepSpeed
-        raise UserError(f"--ckpt_path last: {last} does not exist ({where}); start without --ckpt_path, "
-                        f"or give a checkpoint file: --ckpt_path PATH")
+        raise UserError(
+            f"--ckpt_path last: {last} does not exist ({where}); start without --ckpt_path, "
+            f"or give a checkpoint file: --ckpt_path PATH"
+        )
     config.ckpt_path = str(last)

@@ -60,9 +60,7 @@ def cli_env(**extra: str) -> dict[str, str]:
 def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None):
     """Run `gen-lightning ARGS` in `cwd`; returns the CompletedProcess (stdout+stderr as text)."""
     cmd = [sys.executable, "-m", "gen_lightning", *map(str, args)]
-    return subprocess.run(
-        cmd, cwd=cwd, env=env or cli_env(), capture_output=True, text=True
-    )
+    return subprocess.run(cmd, cwd=cwd, env=env or cli_env(), capture_output=True, text=True)
 
 
 @pytest.fixture
@@ -109,7 +107,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
             line += " -- skipped because: " + "; ".join(sorted(reasons[group]))
         terminalreporter.write_line(line)
     if deselected:
-        terminalreporter.write_line(f"{deselected} not selected (the `gpu` tests need a CUDA GPU: run them with -m gpu)")
+        terminalreporter.write_line(
+            f"{deselected} not selected (the `gpu` tests need a CUDA GPU: run them with -m gpu)"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -18,16 +18,40 @@ if TYPE_CHECKING:
     import lightning as L
 
 # No logger, progress bar or model summary.
-QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-         "--trainer.enable_model_summary", "false"]
+QUIET = [
+    "--trainer.logger",
+    "false",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+]
 # No logger or progress bar (the model summary printed).
 QUIET_KEEP_SUMMARY = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
 # Progress bar and model summary off, one validation batch, none of the config's callbacks (the logger as the
 # config has it): the VAE on digits as small as it trains (TINY_VAE), for runs that must fail fast or write little.
-QUIET_NO_CALLBACKS = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-                      "--trainer.limit_val_batches", "1", "--trainer.callbacks", "[]"]
-TINY_VAE = ["fit", "--config", str(CONFIGS / "vae/mlp_digits.yaml"), "--model.hidden_dim", "16",
-            "--model.latent_dim", "2", "--data.batch_size", "64", *QUIET_NO_CALLBACKS]
+QUIET_NO_CALLBACKS = [
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+    "--trainer.limit_val_batches",
+    "1",
+    "--trainer.callbacks",
+    "[]",
+]
+TINY_VAE = [
+    "fit",
+    "--config",
+    str(CONFIGS / "vae/mlp_digits.yaml"),
+    "--model.hidden_dim",
+    "16",
+    "--model.latent_dim",
+    "2",
+    "--data.batch_size",
+    "64",
+    *QUIET_NO_CALLBACKS,
+]
 
 
 def free_port() -> int:
@@ -42,8 +66,14 @@ def run_two_ranks(script: str, folder: Path, timeout: float = 120) -> list[dict]
     path.write_text(textwrap.dedent(script))
     port = str(free_port())
     procs = [
-        subprocess.Popen([sys.executable, str(path), str(rank), port, str(folder)], cwd=REPO, env=cli_env(),
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [sys.executable, str(path), str(rank), port, str(folder)],
+            cwd=REPO,
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for rank in (0, 1)
     ]
     try:
@@ -62,9 +92,18 @@ def tiny_trainer(tmp_path, max_steps: int, callbacks=(), logger=False, log_every
     import lightning as L
 
     return L.Trainer(
-        accelerator="cpu", devices=1, max_steps=max_steps, logger=logger, callbacks=list(callbacks),
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=tmp_path, limit_val_batches=1, num_sanity_val_steps=1, log_every_n_steps=log_every_n_steps,
+        accelerator="cpu",
+        devices=1,
+        max_steps=max_steps,
+        logger=logger,
+        callbacks=list(callbacks),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        limit_val_batches=1,
+        num_sanity_val_steps=1,
+        log_every_n_steps=log_every_n_steps,
     )
 
 
@@ -92,8 +131,9 @@ def wandb_records(folder: Path) -> list[dict]:
     run_files = sorted(folder.rglob("offline-run-*/run-*.wandb"))
     assert len(run_files) == 1, f"expected one offline run, found {run_files}"
     wandb_exe = Path(sys.executable).parent / "wandb"
-    out = subprocess.run([str(wandb_exe), "leet", "inspect", "--json", str(run_files[0])],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [str(wandb_exe), "leet", "inspect", "--json", str(run_files[0])], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
@@ -105,7 +145,9 @@ def assert_same_nonblank_image(wandb_png: Path, local_png: Path) -> None:
     stored = np.asarray(Image.open(wandb_png).convert("RGB"))
     local = np.asarray(Image.open(local_png).convert("RGB"))
     assert stored.shape == local.shape, (stored.shape, local.shape)
-    assert np.array_equal(stored, local), f"W&B image differs from {local_png.name}: max {np.abs(stored.astype(int) - local).max()}"
+    assert np.array_equal(stored, local), (
+        f"W&B image differs from {local_png.name}: max {np.abs(stored.astype(int) - local).max()}"
+    )
     assert stored.std() > 10, f"{wandb_png.name} is blank (std {stored.std():.2f})"
 
 

@@ -11,12 +11,23 @@ from pathlib import Path
 from tests.conftest import CONFIGS, cli_env
 
 VAE = CONFIGS / "vae" / "mlp_digits.yaml"
-TINY = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=2",
-        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--model.hidden_dim=64"]
+TINY = [
+    "--trainer.max_epochs=1",
+    "--trainer.limit_train_batches=4",
+    "--trainer.limit_val_batches=2",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--model.hidden_dim=64",
+]
 
 
-def sweep_text(method: str = "grid", parameters: str = "{model.lr: {values: [0.1]}}", more: str = "",
-               metric: str = "metric: {name: val/elbo}\n", command: str = f"[gen-lightning, fit, --config, {VAE}, '${{args}}']"):
+def sweep_text(
+    method: str = "grid",
+    parameters: str = "{model.lr: {values: [0.1]}}",
+    more: str = "",
+    metric: str = "metric: {name: val/elbo}\n",
+    command: str = f"[gen-lightning, fit, --config, {VAE}, '${{args}}']",
+):
     return f"method: {method}\n{metric}{more}parameters: {parameters}\ncommand: {command}\n"
 
 
@@ -32,8 +43,14 @@ def study_of(sweep_dir: Path, name: str, storage: str | None = None):
 
 def wandb_run(run_dir: Path) -> dict:
     """An offline W&B run as wandb itself reads it back: name, state, tags, config, summary."""
-    out = subprocess.run(["wandb", "leet", "inspect", "--summary", "--json", str(run_dir)], check=False,
-                         capture_output=True, text=True, timeout=120, env=cli_env())
+    out = subprocess.run(
+        ["wandb", "leet", "inspect", "--summary", "--json", str(run_dir)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=cli_env(),
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 

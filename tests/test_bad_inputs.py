@@ -16,10 +16,24 @@ from gen_lightning.cli import main
 from tests.conftest import CONFIGS
 from tests.helpers import QUIET_NO_CALLBACKS, TINY_VAE, assert_one_line_error, snapshot
 
+
 def _tiny_gpt(corpus, tokenizer="byte") -> list[str]:
-    return ["fit", "--config", str(CONFIGS / "gpt/nano_stdlib.yaml"), "--data.corpus", str(corpus),
-            "--data.tokenizer", tokenizer, "--data.vocab_size", "257",
-            "--data.block_size", "16", "--data.batch_size", "4", *QUIET_NO_CALLBACKS]
+    return [
+        "fit",
+        "--config",
+        str(CONFIGS / "gpt/nano_stdlib.yaml"),
+        "--data.corpus",
+        str(corpus),
+        "--data.tokenizer",
+        tokenizer,
+        "--data.vocab_size",
+        "257",
+        "--data.block_size",
+        "16",
+        "--data.batch_size",
+        "4",
+        *QUIET_NO_CALLBACKS,
+    ]
 
 
 @pytest.fixture
@@ -39,9 +53,25 @@ def test_corrupt_image_in_folder_dataset(cli_inprocess):
     for i in range(8):
         Image.new("L", (8, 8), color=random.randint(0, 255)).save(root / "a" / f"{i}.png")
     (root / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
-    result = cli_inprocess(*TINY_VAE, "--data.dataset", "folder", "--data.root", str(root), "--data.image_size", "8", "--data.channels", "1",
-                           "--data.batch_size", "3", "--data.val_fraction", "0.3",
-                           "--trainer.max_steps", "20", "--trainer.logger", "false")
+    result = cli_inprocess(
+        *TINY_VAE,
+        "--data.dataset",
+        "folder",
+        "--data.root",
+        str(root),
+        "--data.image_size",
+        "8",
+        "--data.channels",
+        "1",
+        "--data.batch_size",
+        "3",
+        "--data.val_fraction",
+        "0.3",
+        "--trainer.max_steps",
+        "20",
+        "--trainer.logger",
+        "false",
+    )
     assert_one_line_error(result, "corrupt or unreadable image", "broken.png")
     assert not list(cli_inprocess.cwd.rglob("*.ckpt"))
 
@@ -60,7 +90,9 @@ def test_checkpoint_that_does_not_fit_the_model(cli_inprocess, vae_ckpt):
     checkpoint = torch.load(vae_ckpt, weights_only=True)
     del checkpoint["hyper_parameters"]
     atomic_torch_save(checkpoint, vae_ckpt)
-    result = cli_inprocess(*TINY_VAE, "--model.hidden_dim", "24", "--trainer.max_steps", "4", "--ckpt_path", str(vae_ckpt))
+    result = cli_inprocess(
+        *TINY_VAE, "--model.hidden_dim", "24", "--trainer.max_steps", "4", "--ckpt_path", str(vae_ckpt)
+    )
     assert_one_line_error(result, "does not fit this model", "(16, 784)", "(24, 784)")
 
 
@@ -71,8 +103,9 @@ def test_tokenizer_mismatch_between_checkpoint_and_data(cli_inprocess):
     main([*_tiny_gpt(corpus), *main_args, "--trainer.default_root_dir", "byte"])
     (ckpt,) = (cli_inprocess.cwd / "byte").rglob("last.ckpt")
     # Same vocabulary size (257), another tokenizer: shapes fit, the token ids would not.
-    result = cli_inprocess(*_tiny_gpt(corpus, tokenizer="bpe"), *main_args, "--trainer.default_root_dir", "bpe",
-                           "--ckpt_path", str(ckpt))
+    result = cli_inprocess(
+        *_tiny_gpt(corpus, tokenizer="bpe"), *main_args, "--trainer.default_root_dir", "bpe", "--ckpt_path", str(ckpt)
+    )
     assert_one_line_error(result, "another tokenizer")
     assert not list((cli_inprocess.cwd / "bpe").rglob("*.ckpt"))
 
@@ -98,4 +131,3 @@ def test_output_folder_not_writable(cli_inprocess, option):
     result = cli_inprocess(*TINY_VAE, "--trainer.max_steps", "2", option, "occupied/runs")
     assert_one_line_error(result, "occupied/runs", "not a writable folder", "Not a directory")
     assert not list(cli_inprocess.cwd.rglob("*.ckpt"))
-

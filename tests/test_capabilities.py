@@ -19,19 +19,46 @@ from gen_lightning.data.text import TextDataModule
 from gen_lightning.models import GANModule, GPTModule, LSTMModule, Seq2SeqModule, VAEModule
 from gen_lightning.strategies import DeepSpeedCPUStrategy, SubmoduleDDPStrategy
 
-PROTOCOLS = {name: value for name, value in vars(capabilities).items()
-             if inspect.isclass(value) and getattr(value, "_is_runtime_protocol", False)
-             and value.__module__ == capabilities.__name__}
+PROTOCOLS = {
+    name: value
+    for name, value in vars(capabilities).items()
+    if inspect.isclass(value)
+    and getattr(value, "_is_runtime_protocol", False)
+    and value.__module__ == capabilities.__name__
+}
 
 # What each class offers. A class that gains or loses a capability changes this line on purpose.
 CLAIMS = {
-    GANModule: {"ShowsOnProgressBar", "TrainsNetworksInTurn", "NamesGradientClip", "SamplesImages", "SamplesImagesByClass", "ReportsFlops",
-                "NamesCheckpointMetric", "YieldsImages", "CountsClasses"},
-    VAEModule: {"ShowsOnProgressBar", "SamplesImages", "SamplesImagesByClass", "Reconstructs", "ReportsFlops", "NamesCheckpointMetric",
-                "YieldsImages", "CountsClasses"},
+    GANModule: {
+        "ShowsOnProgressBar",
+        "TrainsNetworksInTurn",
+        "NamesGradientClip",
+        "SamplesImages",
+        "SamplesImagesByClass",
+        "ReportsFlops",
+        "NamesCheckpointMetric",
+        "YieldsImages",
+        "CountsClasses",
+    },
+    VAEModule: {
+        "ShowsOnProgressBar",
+        "SamplesImages",
+        "SamplesImagesByClass",
+        "Reconstructs",
+        "ReportsFlops",
+        "NamesCheckpointMetric",
+        "YieldsImages",
+        "CountsClasses",
+    },
     GPTModule: {"ShowsOnProgressBar", "GeneratesText", "ReportsFlops", "NamesCheckpointMetric"},
     LSTMModule: {"ShowsOnProgressBar", "GeneratesText", "ReportsFlops", "NamesCheckpointMetric"},
-    Seq2SeqModule: {"ShowsOnProgressBar", "TranslatesText", "KeepsValidationExamples", "ReportsFlops", "NamesCheckpointMetric"},
+    Seq2SeqModule: {
+        "ShowsOnProgressBar",
+        "TranslatesText",
+        "KeepsValidationExamples",
+        "ReportsFlops",
+        "NamesCheckpointMetric",
+    },
     ImageDataModule: {"YieldsImages", "CountsClasses", "HasFullDataset"},
     TextDataModule: {"HasVocabulary", "CutsBlocks", "HasTokenizer"},
     PairedTextDataModule: {"HasVocabulary", "HasTokenizer"},

@@ -20,8 +20,14 @@ VAE = str(CONFIGS / "vae" / "mlp_digits.yaml")
         (["--model.beta", "abc"], ["model.beta", "expected float", "abc"]),
         (["--trainer.max_epochs", "abc"], ["trainer.max_epochs", "expected int"]),
         (["--model.net", "foo"], ["model.net", "'mlp', 'conv'", "foo"]),
-        (["--data.dataset", "folder", "--data.root", "no/such/folder"], ["data.root", "no/such/folder", "does not exist"]),
-        (["--data", "gen_lightning.data.TextDataModule", "--data.corpus", "missing.txt"], ["data.corpus", "missing.txt"]),
+        (
+            ["--data.dataset", "folder", "--data.root", "no/such/folder"],
+            ["data.root", "no/such/folder", "does not exist"],
+        ),
+        (
+            ["--data", "gen_lightning.data.TextDataModule", "--data.corpus", "missing.txt"],
+            ["data.corpus", "missing.txt"],
+        ),
     ],
     ids=["unknown-key", "wrong-type", "wrong-type-optional", "bad-choice", "missing-image-root", "missing-corpus"],
 )
@@ -35,8 +41,7 @@ def test_bad_input_is_one_line(cli_inprocess, args, fragments):
 def test_empty_corpus_is_one_line(cli):
     # Through the real console-script process: the exit code the shell sees.
     (cli.cwd / "empty.txt").write_text("")
-    result = cli("fit", "--config", VAE, "--data", "gen_lightning.data.TextDataModule",
-                 "--data.corpus", "empty.txt")
+    result = cli("fit", "--config", VAE, "--data", "gen_lightning.data.TextDataModule", "--data.corpus", "empty.txt")
     assert_one_line_error(result, "data.corpus", "empty")
 
 
@@ -76,6 +81,15 @@ def test_find_user_error_walks_the_cause_chain():
 
 def test_lightning_misconfiguration_is_one_line(cli_inprocess):
     # Lightning refuses automatic gradient clipping for manual optimization; the user sees one line.
-    result = cli_inprocess("fit", "--config", str(CONFIGS / "gan" / "mlp_digits.yaml"), "--trainer.logger", "false",
-                           "--trainer.gradient_clip_val", "1.0", "--trainer.max_steps", "2")
+    result = cli_inprocess(
+        "fit",
+        "--config",
+        str(CONFIGS / "gan" / "mlp_digits.yaml"),
+        "--trainer.logger",
+        "false",
+        "--trainer.gradient_clip_val",
+        "1.0",
+        "--trainer.max_steps",
+        "2",
+    )
     assert_one_line_error(result, "gradient clipping")

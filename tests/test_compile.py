@@ -22,22 +22,46 @@ def _family(name: str, compile: bool, cache: str):
     from gen_lightning.models import GANModule, GPTModule, Seq2SeqModule, VAEModule
 
     digits = dict(dataset="digits", image_size=8, batch_size=32)
-    text = dict(corpus="stdlib:json/*.py", tokenizer="byte", block_size=16, batch_size=4, train_samples=80,
-                val_windows=2, cache_dir=cache)
+    text = dict(
+        corpus="stdlib:json/*.py",
+        tokenizer="byte",
+        block_size=16,
+        batch_size=4,
+        train_samples=80,
+        val_windows=2,
+        cache_dir=cache,
+    )
     if name == "vae":
-        return VAEModule(net="mlp", image_size=8, hidden_dim=32, latent_dim=4, compile=compile), \
-            ImageDataModule(**digits)
+        return VAEModule(net="mlp", image_size=8, hidden_dim=32, latent_dim=4, compile=compile), ImageDataModule(
+            **digits
+        )
     if name == "gan":
         return GANModule(net="mlp", image_size=8, width=4, latent_dim=4, compile=compile), ImageDataModule(**digits)
     if name == "gpt":
-        return GPTModule(n_layer=1, n_head=2, n_embd=16, block_size=16, warmup_steps=2, compile=compile), \
-            TextDataModule(**text)
+        return GPTModule(
+            n_layer=1, n_head=2, n_embd=16, block_size=16, warmup_steps=2, compile=compile
+        ), TextDataModule(**text)
     if name == "seq2seq":
-        return Seq2SeqModule(n_encoder_layer=1, n_decoder_layer=1, n_head=2, n_embd=16, source_block_size=128,
-                             target_block_size=25, dropout=0.0, warmup_steps=2, val_generate_batches=0,
-                             compile=compile), \
-            PairedTextDataModule(train_file=str(MATRIX_DATA / "pairs.jsonl"), tokenizer="byte", max_source_len=128,
-                                 max_target_len=24, truncate=True, batch_size=8, cache_dir=cache)
+        return Seq2SeqModule(
+            n_encoder_layer=1,
+            n_decoder_layer=1,
+            n_head=2,
+            n_embd=16,
+            source_block_size=128,
+            target_block_size=25,
+            dropout=0.0,
+            warmup_steps=2,
+            val_generate_batches=0,
+            compile=compile,
+        ), PairedTextDataModule(
+            train_file=str(MATRIX_DATA / "pairs.jsonl"),
+            tokenizer="byte",
+            max_source_len=128,
+            max_target_len=24,
+            truncate=True,
+            batch_size=8,
+            cache_dir=cache,
+        )
     raise ValueError(name)
 
 
@@ -54,9 +78,19 @@ def _train(name: str, compile: bool, tmp_path):
     L.seed_everything(0)
     module, data = _family(name, compile, str(tmp_path / "cache"))
     losses = _Losses()
-    trainer = L.Trainer(max_steps=STEPS, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                        num_sanity_val_steps=0, callbacks=[losses], default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_steps=STEPS,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[losses],
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, datamodule=data)
     return module, trainer, losses.losses
 

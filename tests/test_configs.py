@@ -17,7 +17,9 @@ from gen_lightning.errors import UserError
 from tests.conftest import CONFIGS
 
 # Files given to `--config`: experiments (model + data + trainer) and top-level groups.
-EXPERIMENTS = sorted(p for d in ("gan", "vae", "gpt", "lstm", "seq2seq", "evaluator") for p in (CONFIGS / d).glob("*.yaml"))
+EXPERIMENTS = sorted(
+    p for d in ("gan", "vae", "gpt", "lstm", "seq2seq", "evaluator") for p in (CONFIGS / d).glob("*.yaml")
+)
 TRAINERS = sorted((CONFIGS / "trainer").glob("*.yaml"))
 LOGGERS = sorted((CONFIGS / "logger").glob("*.yaml"))
 # Files included as the value of one key (`data: ../data/digits.yaml`, a list item of trainer.callbacks).
@@ -51,8 +53,13 @@ def test_experiment_parses_alone_and_after_every_trainer_file(parser, experiment
     alone = parse(parser, experiment)
     assert alone.model.class_path.startswith("gen_lightning.models.")
     assert alone.data.class_path.startswith("gen_lightning.data.")
-    assert alone.trainer.logger.init_args.group == yaml.safe_load(experiment.read_text())["trainer"]["logger"]["init_args"]["group"]
-    for trainer in TRAINERS:  # every key of the trainer file reaches the parsed config (none of them is set by an experiment)
+    assert (
+        alone.trainer.logger.init_args.group
+        == yaml.safe_load(experiment.read_text())["trainer"]["logger"]["init_args"]["group"]
+    )
+    for (
+        trainer
+    ) in TRAINERS:  # every key of the trainer file reaches the parsed config (none of them is set by an experiment)
         combined = parse(parser, trainer, experiment)
         for key, value in yaml.safe_load(trainer.read_text())["trainer"].items():
             parsed = combined.trainer[key]
@@ -94,19 +101,34 @@ def test_no_experiment_file_sets_a_linked_key_on_the_model():
 def test_sizes_are_linked_on_parse(parser):
     gpt = parse(parser, CONFIGS / "gpt" / "nano_stdlib.yaml", extra=("--data.block_size", "48"))
     assert gpt.model.init_args.block_size == 48
-    seq2seq = parse(parser, CONFIGS / "seq2seq" / "code_summary.yaml",
-                    extra=("--data.max_source_len", "100", "--data.max_target_len", "30"))
+    seq2seq = parse(
+        parser,
+        CONFIGS / "seq2seq" / "code_summary.yaml",
+        extra=("--data.max_source_len", "100", "--data.max_target_len", "30"),
+    )
     assert (seq2seq.model.init_args.source_block_size, seq2seq.model.init_args.target_block_size) == (100, 31)
 
 
-@pytest.mark.parametrize("experiment, extra, expected", [
-    ("vae/mlp_digits.yaml", ("--data.image_size", "16"), {"image_size": 16, "channels": 1}),
-    ("gan/dcgan_cifar10.yaml", (), {"image_size": 32, "channels": 3}),  # cifar10's own channels: data.channels unset
-    ("evaluator/digits_classifier.yaml", ("--data.dataset", "synthetic", "--data.channels", "3"), {"channels": 3}),
-    ("gpt/nano_stdlib.yaml", ("--data.tokenizer", "bpe", "--data.vocab_size", "300"), {"vocab_size": 300, "block_size": 64}),
-    ("lstm/stdlib.yaml", (), {"vocab_size": 257}),
-    ("seq2seq/code_summary.yaml", (), {"vocab_size": 2048, "source_block_size": 64, "target_block_size": 65}),
-], ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "experiment, extra, expected",
+    [
+        ("vae/mlp_digits.yaml", ("--data.image_size", "16"), {"image_size": 16, "channels": 1}),
+        (
+            "gan/dcgan_cifar10.yaml",
+            (),
+            {"image_size": 32, "channels": 3},
+        ),  # cifar10's own channels: data.channels unset
+        ("evaluator/digits_classifier.yaml", ("--data.dataset", "synthetic", "--data.channels", "3"), {"channels": 3}),
+        (
+            "gpt/nano_stdlib.yaml",
+            ("--data.tokenizer", "bpe", "--data.vocab_size", "300"),
+            {"vocab_size": 300, "block_size": 64},
+        ),
+        ("lstm/stdlib.yaml", (), {"vocab_size": 257}),
+        ("seq2seq/code_summary.yaml", (), {"vocab_size": 2048, "source_block_size": 64, "target_block_size": 65}),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
 def test_every_family_gets_the_data_values_on_instantiate(parser, experiment, extra, expected, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the logger creates its save_dir
     monkeypatch.setenv("WANDB_MODE", "disabled")
@@ -132,5 +154,6 @@ def test_a_linked_key_on_the_model_is_one_line_naming_the_data_key(parser, how, 
     old.write_text(yaml.safe_dump({"model": model}))
     with pytest.raises(UserError) as err:
         parse(parser, CONFIGS / "gpt" / "nano_stdlib.yaml", old, extra=extra)
-    assert str(err.value) == ("model.block_size is linked to data.block_size now: remove model.block_size "
-                              "and set data.block_size instead")
+    assert str(err.value) == (
+        "model.block_size is linked to data.block_size now: remove model.block_size and set data.block_size instead"
+    )

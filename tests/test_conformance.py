@@ -40,8 +40,11 @@ HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
 def _marks(strategy: Strategy) -> list:
     marks = [] if strategy.devices == 1 else [pytest.mark.slow]
     if strategy.deepspeed and not HAS_DEEPSPEED:
-        marks.append(pytest.mark.skip(reason="deepspeed is not installed: DS_BUILD_OPS=0 pip install "
-                                             "--no-build-isolation deepspeed"))
+        marks.append(
+            pytest.mark.skip(
+                reason="deepspeed is not installed: DS_BUILD_OPS=0 pip install --no-build-isolation deepspeed"
+            )
+        )
     return marks
 
 
@@ -60,7 +63,10 @@ class Cell:
         env = cli_env(WANDB_MODE="offline", PYTHONPATH=str(REPO), HOME=str(folder / "home"))
         self.process = subprocess.run(
             [sys.executable, "-m", "tests.matrix.cell", family.name, strategy.name, str(self.out)],
-            cwd=folder, env=env, capture_output=True, text=True,
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
         )
         rank0 = self.out / "rank0.json"
         self.runs = json.loads(rank0.read_text()) if rank0.is_file() else {}
@@ -116,9 +122,18 @@ def check_resume(cell: Cell) -> None:
 def single_process_metrics(cell: Cell) -> dict:
     """`validate` of the straight run's weights on one process, in this process (the reference)."""
     out = cell.folder / "reference.json"
-    args = [*cell_args(cell.family, STRATEGIES["single"]), "--trainer.logger", "false",
-            "--trainer.default_root_dir", cell.folder / "reference", "--ckpt_path", cell.plain_checkpoint("straight"),
-            "--trainer.callbacks+=tests.matrix.probes.MetricsDump", "--trainer.callbacks.path", out]
+    args = [
+        *cell_args(cell.family, STRATEGIES["single"]),
+        "--trainer.logger",
+        "false",
+        "--trainer.default_root_dir",
+        cell.folder / "reference",
+        "--ckpt_path",
+        cell.plain_checkpoint("straight"),
+        "--trainer.callbacks+=tests.matrix.probes.MetricsDump",
+        "--trainer.callbacks.path",
+        out,
+    ]
     cli_main(["validate", *map(str, args)])
     return json.loads(out.read_text())
 
@@ -132,7 +147,8 @@ def check_metric(cell: Cell, monkeypatch) -> None:
     for key in cell.family.metrics:
         assert key in under_strategy and key in reference, (key, sorted(under_strategy), sorted(reference))
         assert under_strategy[key] == pytest.approx(reference[key], rel=1e-6, abs=1e-9), (
-            f"{key}: {under_strategy[key]} under {cell.strategy.label}, {reference[key]} on one process")
+            f"{key}: {under_strategy[key]} under {cell.strategy.label}, {reference[key]} on one process"
+        )
 
 
 def check_nan(cell: Cell) -> None:
@@ -144,7 +160,9 @@ def check_nan(cell: Cell) -> None:
     assert not stop["ok"] and "\n" not in stop.get("user_error", "\n"), stop
     assert stop["user_error"].startswith("training diverged at step"), stop
     last = torch.load(cell.plain_checkpoint("stop"), map_location="cpu", weights_only=False)
-    assert last["global_step"] == cell.family.bad_batch * cell.family.steps_per_batch, "last.ckpt: the state before the NaN batch"
+    assert last["global_step"] == cell.family.bad_batch * cell.family.steps_per_batch, (
+        "last.ckpt: the state before the NaN batch"
+    )
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
 
 
@@ -222,10 +240,15 @@ def test_cell(family_name, strategy_name, tmp_path, monkeypatch, capsys):
         return
     cell = Cell(family, strategy, tmp_path)
     outcome: dict[str, str] = {}
-    checks = {"loss": lambda: check_loss(cell), "resume": lambda: check_resume(cell),
-              "metric": lambda: check_metric(cell, monkeypatch), "nan": lambda: check_nan(cell),
-              "checkpoint": lambda: check_checkpoint(cell, capsys), "wandb": lambda: check_wandb(cell),
-              "syncs": lambda: check_syncs(cell)}
+    checks = {
+        "loss": lambda: check_loss(cell),
+        "resume": lambda: check_resume(cell),
+        "metric": lambda: check_metric(cell, monkeypatch),
+        "nan": lambda: check_nan(cell),
+        "checkpoint": lambda: check_checkpoint(cell, capsys),
+        "wandb": lambda: check_wandb(cell),
+        "syncs": lambda: check_syncs(cell),
+    }
     try:
         check_runs(cell)
     except AssertionError as err:
@@ -248,8 +271,11 @@ def check_refusal(family: Family, strategy: Strategy, folder: Path) -> None:
     """What a user trying the cell sees: one line, exit 2, no traceback, nothing trained."""
     from tests.conftest import run_cli
 
-    result = run_cli(["fit", *cell_args(family, strategy), "--trainer.logger", "false", "--trainer.max_steps", "2"],
-                     folder, env=cli_env(PYTHONPATH=str(REPO)))
+    result = run_cli(
+        ["fit", *cell_args(family, strategy), "--trainer.logger", "false", "--trainer.max_steps", "2"],
+        folder,
+        env=cli_env(PYTHONPATH=str(REPO)),
+    )
     errors = [line for line in result.stderr.splitlines() if line.startswith("gen-lightning: error:")]
     assert result.returncode == 2 and len(errors) == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
@@ -273,5 +299,10 @@ def test_two_process_strategies_train_the_same_weights(family_name):
     for strategy, state in states.items():
         assert state.keys() == reference.keys(), strategy
         for key in reference:
-            torch.testing.assert_close(state[key].float(), reference[key].float(), rtol=1e-4, atol=1e-5,
-                                       msg=f"{key}: {strategy} vs {TWO_PROCESS[0]}")
+            torch.testing.assert_close(
+                state[key].float(),
+                reference[key].float(),
+                rtol=1e-4,
+                atol=1e-5,
+                msg=f"{key}: {strategy} vs {TWO_PROCESS[0]}",
+            )

@@ -22,23 +22,53 @@ from tests.helpers import tiny_trainer
 
 # The parameters (and buffers) of the unconditional VAE before conditioning existed: a checkpoint written
 # then holds exactly these, so with num_classes=0 it must still load.
-OLD_MLP = {"encoder.body.1.weight": (400, 784), "encoder.body.1.bias": (400,), "encoder.mu.weight": (20, 400),
-           "encoder.mu.bias": (20,), "encoder.logvar.weight": (20, 400), "encoder.logvar.bias": (20,),
-           "decoder.body.0.weight": (400, 20), "decoder.body.0.bias": (400,), "decoder.body.2.weight": (784, 400),
-           "decoder.body.2.bias": (784,)}
-OLD_CONV = {"encoder.body.0.weight": (32, 1, 4, 4), "encoder.body.0.bias": (32,), "encoder.body.2.weight": (64, 32, 4, 4),
-            "encoder.body.2.bias": (64,), "encoder.body.3.weight": (64,), "encoder.body.3.bias": (64,),
-            "encoder.body.3.running_mean": (64,), "encoder.body.3.running_var": (64,),
-            "encoder.body.3.num_batches_tracked": (), "encoder.body.6.weight": (400, 3136), "encoder.body.6.bias": (400,),
-            "encoder.mu.weight": (20, 400), "encoder.mu.bias": (20,), "encoder.logvar.weight": (20, 400),
-            "encoder.logvar.bias": (20,), "decoder.fc.0.weight": (400, 20), "decoder.fc.0.bias": (400,),
-            "decoder.fc.2.weight": (3136, 400), "decoder.fc.2.bias": (3136,), "decoder.body.0.weight": (64, 32, 4, 4),
-            "decoder.body.0.bias": (32,), "decoder.body.1.weight": (32,), "decoder.body.1.bias": (32,),
-            "decoder.body.1.running_mean": (32,), "decoder.body.1.running_var": (32,),
-            "decoder.body.1.num_batches_tracked": (), "decoder.body.3.weight": (32, 1, 4, 4), "decoder.body.3.bias": (1,)}
+OLD_MLP = {
+    "encoder.body.1.weight": (400, 784),
+    "encoder.body.1.bias": (400,),
+    "encoder.mu.weight": (20, 400),
+    "encoder.mu.bias": (20,),
+    "encoder.logvar.weight": (20, 400),
+    "encoder.logvar.bias": (20,),
+    "decoder.body.0.weight": (400, 20),
+    "decoder.body.0.bias": (400,),
+    "decoder.body.2.weight": (784, 400),
+    "decoder.body.2.bias": (784,),
+}
+OLD_CONV = {
+    "encoder.body.0.weight": (32, 1, 4, 4),
+    "encoder.body.0.bias": (32,),
+    "encoder.body.2.weight": (64, 32, 4, 4),
+    "encoder.body.2.bias": (64,),
+    "encoder.body.3.weight": (64,),
+    "encoder.body.3.bias": (64,),
+    "encoder.body.3.running_mean": (64,),
+    "encoder.body.3.running_var": (64,),
+    "encoder.body.3.num_batches_tracked": (),
+    "encoder.body.6.weight": (400, 3136),
+    "encoder.body.6.bias": (400,),
+    "encoder.mu.weight": (20, 400),
+    "encoder.mu.bias": (20,),
+    "encoder.logvar.weight": (20, 400),
+    "encoder.logvar.bias": (20,),
+    "decoder.fc.0.weight": (400, 20),
+    "decoder.fc.0.bias": (400,),
+    "decoder.fc.2.weight": (3136, 400),
+    "decoder.fc.2.bias": (3136,),
+    "decoder.body.0.weight": (64, 32, 4, 4),
+    "decoder.body.0.bias": (32,),
+    "decoder.body.1.weight": (32,),
+    "decoder.body.1.bias": (32,),
+    "decoder.body.1.running_mean": (32,),
+    "decoder.body.1.running_var": (32,),
+    "decoder.body.1.num_batches_tracked": (),
+    "decoder.body.3.weight": (32, 1, 4, 4),
+    "decoder.body.3.bias": (1,),
+}
 # Conditioning on 10 classes widens only the first layer of each net by the one-hot.
-WIDER = {"mlp": {"encoder.body.1.weight": (400, 794), "decoder.body.0.weight": (400, 30)},
-         "conv": {"encoder.body.0.weight": (32, 11, 4, 4), "decoder.fc.0.weight": (400, 30)}}
+WIDER = {
+    "mlp": {"encoder.body.1.weight": (400, 794), "decoder.body.0.weight": (400, 30)},
+    "conv": {"encoder.body.0.weight": (32, 11, 4, 4), "decoder.fc.0.weight": (400, 30)},
+}
 
 
 @pytest.mark.parametrize("net, old", [("mlp", OLD_MLP), ("conv", OLD_CONV)])
@@ -103,8 +133,15 @@ def _digit_means() -> torch.Tensor:
 
 @pytest.mark.slow  # ~40 s: the config's 20 epochs on the digits and two sampling runs
 def test_cvae_learns_digits_and_samples_the_asked_classes(cli):
-    fit = cli("fit", "--config", CONFIGS / "vae" / "cvae_digits.yaml", "--trainer.logger", "false",
-              "--trainer.enable_progress_bar", "false")
+    fit = cli(
+        "fit",
+        "--config",
+        CONFIGS / "vae" / "cvae_digits.yaml",
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+    )
     assert fit.returncode == 0, (fit.stdout + fit.stderr)[-3000:]
     grid = sorted((cli.cwd / "runs" / "samples").glob("samples_step*.png"))[-1]
     assert Image.open(grid).size == (10 * 30 + 2, 10 * 30 + 2)  # the config's grid: a row of 10 per digit
@@ -126,7 +163,10 @@ def test_cvae_learns_digits_and_samples_the_asked_classes(cli):
     assert not (cli.cwd / "bad.png").exists()
     with pytest.raises(UserError, match="--labels must be class indices separated by commas"):
         sample.main(["--ckpt", str(last), "--labels", "3,x", "--out", str(cli.cwd / "bad.png"), "--device", "cpu"])
-    assert sample.main(["--ckpt", str(last), "--labels", "3,3,7", "--out", str(cli.cwd / "three.png"), "--device", "cpu"]) == 0
+    assert (
+        sample.main(["--ckpt", str(last), "--labels", "3,3,7", "--out", str(cli.cwd / "three.png"), "--device", "cpu"])
+        == 0
+    )
     assert Image.open(cli.cwd / "three.png").size == (2 * 30 + 2, 2 * 30 + 2)  # 3 images: 2 per row (sqrt)
     assert not (cli.cwd / "bad.png").exists()
 

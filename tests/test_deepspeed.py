@@ -26,14 +26,37 @@ def experiment_args(family: str, folder: Path) -> list:
         return ["--config", CONFIGS / "vae" / "mlp_digits.yaml", "--data.batch_size", 32, "--model.hidden_dim", 64]
     if family == "gan":
         # EMA (state outside both engines), clipping (handed to the engines) and each rank's parameters saved.
-        return ["--config", CONFIGS / "gan" / "mlp_digits.yaml", "--data.batch_size", 32, "--model.width", 8,
-                "--model.ema_decay", 0.9, "--model.grad_clip", 1.0,
-                "--trainer.callbacks+=tests.test_gan_cli.RankParameters"]
+        return [
+            "--config",
+            CONFIGS / "gan" / "mlp_digits.yaml",
+            "--data.batch_size",
+            32,
+            "--model.width",
+            8,
+            "--model.ema_decay",
+            0.9,
+            "--model.grad_clip",
+            1.0,
+            "--trainer.callbacks+=tests.test_gan_cli.RankParameters",
+        ]
     corpus = folder / "corpus.py"
     corpus.write_text("".join(f"def f{i}(x):\n    return x * {i}\n\n" for i in range(2000)))
-    return ["--config", CONFIGS / "gpt" / "nano_stdlib.yaml", "--data.corpus", corpus, "--data.cache_dir",
-            folder / "cache", "--data.batch_size", 8, "--data.val_windows", 16, "--model.n_layer", 1,
-            "--model.decay_steps", 6]
+    return [
+        "--config",
+        CONFIGS / "gpt" / "nano_stdlib.yaml",
+        "--data.corpus",
+        corpus,
+        "--data.cache_dir",
+        folder / "cache",
+        "--data.batch_size",
+        8,
+        "--data.val_windows",
+        16,
+        "--model.n_layer",
+        1,
+        "--model.decay_steps",
+        6,
+    ]
 
 
 def checkpoint_tags(family: str) -> list[str]:
@@ -66,12 +89,28 @@ def cpu_adam_is_built() -> bool:
 @pytest.mark.parametrize("family", ["vae", "gan"])  # the GAN: one CPU Adam per network engine
 def test_zero2_offload_trains_with_deepspeed_cpu_adam(cli, family):
     if not cpu_adam_is_built():
-        pytest.skip("DeepSpeed's cpu_adam op is not compiled yet (1-3 min once, then cached); build it with: "
-                    "python -c 'from deepspeed.ops.op_builder import CPUAdamBuilder; CPUAdamBuilder().load()'")
-    result = cli("fit", "--config", CONFIGS / "trainer" / "deepspeed_stage2_offload.yaml",
-                 *experiment_args(family, cli.cwd), "--trainer.accelerator", "cpu", "--trainer.devices", 1,
-                 "--trainer.max_steps", 4, "--trainer.val_check_interval", 4, "--trainer.limit_val_batches", 2,
-                 *QUIET, env=cli_env(PYTHONPATH=str(REPO)))
+        pytest.skip(
+            "DeepSpeed's cpu_adam op is not compiled yet (1-3 min once, then cached); build it with: "
+            "python -c 'from deepspeed.ops.op_builder import CPUAdamBuilder; CPUAdamBuilder().load()'"
+        )
+    result = cli(
+        "fit",
+        "--config",
+        CONFIGS / "trainer" / "deepspeed_stage2_offload.yaml",
+        *experiment_args(family, cli.cwd),
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        1,
+        "--trainer.max_steps",
+        4,
+        "--trainer.val_check_interval",
+        4,
+        "--trainer.limit_val_batches",
+        2,
+        *QUIET,
+        env=cli_env(PYTHONPATH=str(REPO)),
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     replaced = output.count("Adam replaced by DeepSpeedCPUAdam")
@@ -85,10 +124,23 @@ def test_stock_deepspeed_on_gpu_with_bf16_and_offload(cli):
     """The same trainer config on a GPU: Lightning's own DeepSpeedStrategy path (NCCL), bf16, ZeRO-Offload."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    result = cli("fit", "--config", CONFIGS / "trainer" / "deepspeed_stage2_offload.yaml",
-                 *experiment_args("gpt", cli.cwd), "--trainer.devices", 1, "--trainer.precision", "bf16-mixed",
-                 "--trainer.max_steps", 5, "--trainer.val_check_interval", 5, "--trainer.limit_val_batches", 2,
-                 *QUIET)
+    result = cli(
+        "fit",
+        "--config",
+        CONFIGS / "trainer" / "deepspeed_stage2_offload.yaml",
+        *experiment_args("gpt", cli.cwd),
+        "--trainer.devices",
+        1,
+        "--trainer.precision",
+        "bf16-mixed",
+        "--trainer.max_steps",
+        5,
+        "--trainer.val_check_interval",
+        5,
+        "--trainer.limit_val_batches",
+        2,
+        *QUIET,
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert "GPU available: True, used: True" in output and "Adam replaced by DeepSpeedCPUAdam" in output
@@ -104,7 +156,13 @@ def test_stock_deepspeed_on_gpu_with_bf16_and_offload(cli):
 def test_print_config_under_a_deepspeed_trainer_is_yaml_that_loads_again(cli):
     # DeepSpeed warns "Setting accelerator to CPU" while it is imported (by jsonargparse, during parsing): on
     # stdout that line came before the YAML and the printed config did not load again.
-    args = ["fit", "--config", CONFIGS / "trainer" / "deepspeed_stage3.yaml", "--config", CONFIGS / "vae" / "mlp_digits.yaml"]
+    args = [
+        "fit",
+        "--config",
+        CONFIGS / "trainer" / "deepspeed_stage3.yaml",
+        "--config",
+        CONFIGS / "vae" / "mlp_digits.yaml",
+    ]
     first = cli(*args, "--print_config")
     assert first.returncode == 0, first.stderr[-2000:]
     import yaml

@@ -12,10 +12,27 @@ from gen_lightning.cli import main
 from gen_lightning.models import VAEModule
 from tests.conftest import CONFIGS
 
-TINY_VAE = ["fit", "--config", str(CONFIGS / "vae/mlp_digits.yaml"), "--model.hidden_dim", "16",
-            "--model.latent_dim", "2", "--data.batch_size", "64", "--trainer.enable_progress_bar", "false",
-            "--trainer.enable_model_summary", "false", "--trainer.logger", "false",
-            "--trainer.limit_val_batches", "1", "--trainer.callbacks", "[]"]
+TINY_VAE = [
+    "fit",
+    "--config",
+    str(CONFIGS / "vae/mlp_digits.yaml"),
+    "--model.hidden_dim",
+    "16",
+    "--model.latent_dim",
+    "2",
+    "--data.batch_size",
+    "64",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+    "--trainer.logger",
+    "false",
+    "--trainer.limit_val_batches",
+    "1",
+    "--trainer.callbacks",
+    "[]",
+]
 
 
 @pytest.fixture
@@ -55,9 +72,23 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(in_tmp,
 
 def test_skip_bad_steps_drops_them_and_training_goes_on(in_tmp, monkeypatch):
     _poison_steps(monkeypatch, {3, 4})
-    main([*TINY_VAE, "--trainer.max_steps", "8", "--divergence.skip_bad_steps", "2",
-          "--checkpoint.every_n_train_steps", "1", "--checkpoint.save_top_k", "-1",
-          "--checkpoint.filename", "{step}", "--checkpoint.monitor", "train/loss"])
+    main(
+        [
+            *TINY_VAE,
+            "--trainer.max_steps",
+            "8",
+            "--divergence.skip_bad_steps",
+            "2",
+            "--checkpoint.every_n_train_steps",
+            "1",
+            "--checkpoint.save_top_k",
+            "-1",
+            "--checkpoint.filename",
+            "{step}",
+            "--checkpoint.monitor",
+            "train/loss",
+        ]
+    )
     ckpts = in_tmp / "runs/checkpoints"
     last = torch.load(ckpts / "last.ckpt", weights_only=True)
     assert last["global_step"] == 8 and _all_finite(last)

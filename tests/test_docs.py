@@ -30,8 +30,13 @@ def generated_keys() -> set[str]:
 @pytest.mark.parametrize("doc", DOCS, ids=[p.name for p in DOCS])
 def test_metric_names_in_the_docs_are_logged_by_the_code(doc):
     code, generated = code_text(), generated_keys()
-    missing = sorted({m for m in METRIC.findall(doc.read_text())
-                      if m not in generated and f'"{m}' not in code and f"'{m}" not in code})
+    missing = sorted(
+        {
+            m
+            for m in METRIC.findall(doc.read_text())
+            if m not in generated and f'"{m}' not in code and f"'{m}" not in code
+        }
+    )
     assert not missing, f"{doc.name} names metrics the code never logs: {missing}"
 
 

@@ -18,16 +18,25 @@ NOISE = [
 
 
 def test_a_run_says_where_it_is_and_how_it_ended_without_library_noise(cli):
-    result = cli("fit", "--config", CONFIGS / "vae" / "mlp_digits.yaml", "--trainer.max_epochs", "1",
-                 "--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "2",
-                 env=cli_env(WANDB_MODE="offline", HOME=str(cli.cwd / "home")))
+    result = cli(
+        "fit",
+        "--config",
+        CONFIGS / "vae" / "mlp_digits.yaml",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "4",
+        "--trainer.limit_val_batches",
+        "2",
+        env=cli_env(WANDB_MODE="offline", HOME=str(cli.cwd / "home")),
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert [n for n in NOISE if n in output] == []
     (run_line,) = [line for line in result.stdout.splitlines() if line.startswith("run folder: ")]
     run = cli.cwd / run_line.removeprefix("run folder: ")
     assert (run / "config.yaml").is_file()
-    summary = result.stdout[result.stdout.index("run finished at step 4"):]
+    summary = result.stdout[result.stdout.index("run finished at step 4") :]
     assert "last checkpoint: " in summary and "best checkpoint: " in summary and "(val/elbo = " in summary
     assert "final validation: " in summary and "val/fid " in summary
     assert "W&B (offline): upload with `wandb sync " in summary and "offline-run-" in summary

@@ -17,13 +17,19 @@ def test_every_long_option_answers_to_both_spellings():
     group.add_argument("--num_samples", type=int)
     exclusive = parser.add_mutually_exclusive_group()
     exclusive.add_argument("--no-cache", action="store_true")
-    for spelling in (["--top_k", "3", "--num_samples", "2", "--no_cache"], ["--top-k", "3", "--num-samples", "2", "--no-cache"]):
+    for spelling in (
+        ["--top_k", "3", "--num_samples", "2", "--no_cache"],
+        ["--top-k", "3", "--num-samples", "2", "--no-cache"],
+    ):
         args = parser.parse_args(spelling)
         assert (args.top_k, args.num_samples, args.no_cache) == (3, 2, True)
 
 
-@pytest.mark.parametrize("flags", [["--ckpt_path", "{ckpt}", "--max_new_tokens", "3"],
-                                   ["--ckpt", "{ckpt}", "--max-new-tokens", "3"]], ids=["fit_style", "dashed"])
+@pytest.mark.parametrize(
+    "flags",
+    [["--ckpt_path", "{ckpt}", "--max_new_tokens", "3"], ["--ckpt", "{ckpt}", "--max-new-tokens", "3"]],
+    ids=["fit_style", "dashed"],
+)
 def test_sample_takes_fits_ckpt_path_and_the_dashed_spellings(tmp_path, capsys, flags):
     missing = tmp_path / "missing.ckpt"
     with pytest.raises(SystemExit) as exit_:

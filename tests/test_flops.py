@@ -54,8 +54,11 @@ def _lstm():
     return LSTMModule(n_embd=32, n_hidden=32)
 
 
-@pytest.mark.parametrize("model", [VAEModule(), VAEModule(num_classes=10), GANModule(net="mlp"), GPTModule(block_size=32),
-                                   _lstm()], ids=["vae", "cvae", "gan", "gpt", "lstm"])
+@pytest.mark.parametrize(
+    "model",
+    [VAEModule(), VAEModule(num_classes=10), GANModule(net="mlp"), GPTModule(block_size=32), _lstm()],
+    ids=["vae", "cvae", "gan", "gpt", "lstm"],
+)
 def test_every_family_reports_flops(model):
     assert isinstance(model, ReportsFlops)
     tokens = not isinstance(model, (VAEModule, GANModule))

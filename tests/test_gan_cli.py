@@ -57,7 +57,9 @@ def test_dcgan_digits_samples_look_like_digits(cli):
     assert grids == ["samples_step0000100.png", "samples_step0000200.png"]  # every 100 batches (2 steps each)
     # FID is on by default and picks the GAN's best checkpoint.
     (best,) = (run / "checkpoints").glob("best-step=*.ckpt")
-    ((key, state),) = [(k, v) for k, v in torch.load(best, weights_only=True)["callbacks"].items() if "Checkpoint{" in k]
+    ((key, state),) = [
+        (k, v) for k, v in torch.load(best, weights_only=True)["callbacks"].items() if "Checkpoint{" in k
+    ]
     assert "'monitor': 'val/fid'" in key and 0 < float(state["best_model_score"]) < 1e4
 
     trained = GANModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt")
@@ -88,9 +90,19 @@ def test_conditional_dcgan_draws_the_asked_class(cli):
 def test_dcgan_digits_under_plain_ddp_keeps_both_ranks_identical(cli):
     env = cli_env(PYTHONPATH=str(REPO))  # to import this module in the run
     out = cli(
-        "fit", "--config", CONFIGS / "trainer/ddp.yaml", "--config", CONFIGS / "gan/dcgan_digits.yaml",
-        "--trainer.accelerator", "cpu", "--trainer.max_steps", "20", "--model.width", "16",
-        "--trainer.callbacks+=tests.test_gan_cli.RankParameters", env=env,
+        "fit",
+        "--config",
+        CONFIGS / "trainer/ddp.yaml",
+        "--config",
+        CONFIGS / "gan/dcgan_digits.yaml",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.max_steps",
+        "20",
+        "--model.width",
+        "16",
+        "--trainer.callbacks+=tests.test_gan_cli.RankParameters",
+        env=env,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "SubmoduleDDPStrategy" not in out.stderr  # no traceback naming the strategy
@@ -117,8 +129,9 @@ def test_dcgan_digits_under_plain_ddp_keeps_both_ranks_identical(cli):
     ],
 )
 def test_other_gan_configs_train(cli, config, overrides):
-    out = cli("fit", "--config", CONFIGS / config, "--trainer.max_steps", "4", "--trainer.limit_val_batches", "1",
-              *overrides)
+    out = cli(
+        "fit", "--config", CONFIGS / config, "--trainer.max_steps", "4", "--trainer.limit_val_batches", "1", *overrides
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     run = the_run(cli.cwd)
     assert (run / "checkpoints" / "last.ckpt").is_file()

@@ -56,7 +56,9 @@ def test_init_from_checkpoint_copies_weights_and_crops_positions(tmp_path):
     assert torch.allclose(tuned(tokens), source(tokens), atol=1e-6)
     assert tuned.net.transformer.wpe.weight.shape == (16, 16)
     # Resuming (--ckpt_path) restores the run's own weights: init_from is not read again.
-    resumed = attach(GPTModule(**SMALL, block_size=16, init_from=str(tmp_path / "gone.ckpt")), block_size=16, ckpt_path="last")
+    resumed = attach(
+        GPTModule(**SMALL, block_size=16, init_from=str(tmp_path / "gone.ckpt")), block_size=16, ckpt_path="last"
+    )
     resumed.setup("fit")
 
 
@@ -100,8 +102,13 @@ def test_text_samples_go_to_loggers_with_log_text_and_to_the_run_folder(tmp_path
     table = TableLogger()
     plain = SimpleNamespace(save_dir=str(tmp_path), name="proj", version="run1")  # no log_text: skipped
     epoch_loop = SimpleNamespace(_batches_that_stepped=0)
-    trainer = SimpleNamespace(global_step=0, is_global_zero=True, loggers=[plain, table], default_root_dir=str(tmp_path),
-                              fit_loop=SimpleNamespace(epoch_loop=epoch_loop))
+    trainer = SimpleNamespace(
+        global_step=0,
+        is_global_zero=True,
+        loggers=[plain, table],
+        default_root_dir=str(tmp_path),
+        fit_loop=SimpleNamespace(epoch_loop=epoch_loop),
+    )
     callback = TextSamples(prompt="def ", every_n_steps=5, max_new_tokens=8)
     for step in range(1, 11):
         trainer.global_step = step

@@ -35,8 +35,22 @@ def cache(tmp_path_factory):
 def pretrained(tmp_path_factory, cache):
     cwd = tmp_path_factory.mktemp("pretrain")
     result = run_cli(
-        ["fit", "--config", PRETRAIN, "--trainer.max_steps", STEPS, "--trainer.val_check_interval", STEPS,
-         "--data.max_chars", 3_000_000, "--data.val_windows", 128, "--data.cache_dir", cache, *QUIET_KEEP_SUMMARY],
+        [
+            "fit",
+            "--config",
+            PRETRAIN,
+            "--trainer.max_steps",
+            STEPS,
+            "--trainer.val_check_interval",
+            STEPS,
+            "--data.max_chars",
+            3_000_000,
+            "--data.val_windows",
+            128,
+            "--data.cache_dir",
+            cache,
+            *QUIET_KEEP_SUMMARY,
+        ],
         cwd,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
@@ -65,8 +79,25 @@ def test_sample_cli_prints_text_from_the_checkpoint_alone(pretrained):
     last = pretrained / "runs" / "checkpoints" / "last.ckpt"
     elsewhere = pretrained / "elsewhere"  # no data folder, no config: the checkpoint carries the tokenizer
     elsewhere.mkdir()
-    result = run_cli(["sample", "--ckpt", last, "--prompt", "def ", "--num-samples", "2", "--top-k", "20",
-                      "--max-new-tokens", "120", "--no-stop", "--seed", "3"], elsewhere)
+    result = run_cli(
+        [
+            "sample",
+            "--ckpt",
+            last,
+            "--prompt",
+            "def ",
+            "--num-samples",
+            "2",
+            "--top-k",
+            "20",
+            "--max-new-tokens",
+            "120",
+            "--no-stop",
+            "--seed",
+            "3",
+        ],
+        elsewhere,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     samples = result.stdout.rstrip("\n").split("\n" + "-" * 40 + "\n")
     assert len(samples) == 2 and samples[0] != samples[1]
@@ -102,9 +133,24 @@ def test_finetune_starts_from_the_pretrained_weights(pretrained, cache):
     cwd.mkdir()
     # 5 steps at a warm-up learning rate barely move the weights: a low loss can only come from init_from.
     result = run_cli(
-        ["fit", "--config", FINETUNE, "--model.init_from", last, "--trainer.max_steps", 5,
-         "--trainer.val_check_interval", 5, "--data.block_size", 32,
-         "--data.val_windows", 128, "--data.cache_dir", cache, *QUIET_KEEP_SUMMARY],
+        [
+            "fit",
+            "--config",
+            FINETUNE,
+            "--model.init_from",
+            last,
+            "--trainer.max_steps",
+            5,
+            "--trainer.val_check_interval",
+            5,
+            "--data.block_size",
+            32,
+            "--data.val_windows",
+            128,
+            "--data.cache_dir",
+            cache,
+            *QUIET_KEEP_SUMMARY,
+        ],
         cwd,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
@@ -118,11 +164,23 @@ def test_vocab_on_the_model_is_a_user_error_naming_the_tokenizer(cli, tmp_path):
     # model.vocab_size is linked to the data's tokenizer: a too small one cannot be configured any more.
     corpus = tmp_path / "tiny.txt"
     corpus.write_text("print('hello')\n" * 200)
-    result = cli("fit", "--config", PRETRAIN, "--model.vocab_size", 200, "--data.corpus", corpus,
-                 "--data.cache_dir", tmp_path / "cache", *QUIET_KEEP_SUMMARY)
+    result = cli(
+        "fit",
+        "--config",
+        PRETRAIN,
+        "--model.vocab_size",
+        200,
+        "--data.corpus",
+        corpus,
+        "--data.cache_dir",
+        tmp_path / "cache",
+        *QUIET_KEEP_SUMMARY,
+    )
     assert result.returncode == 2, result.stderr[-2000:]
-    assert ("gen-lightning: error: model.vocab_size is linked to the data's tokenizer (data.tokenizer; "
-            "data.vocab_size for bpe) now") in result.stderr
+    assert (
+        "gen-lightning: error: model.vocab_size is linked to the data's tokenizer (data.tokenizer; "
+        "data.vocab_size for bpe) now"
+    ) in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -130,10 +188,28 @@ def test_gpt_trains_under_ddp_on_two_cpu_processes(cli, tmp_path):
     corpus = tmp_path / "corpus.py"
     corpus.write_text("".join(f"def f{i}(x):\n    return x * {i}\n\n" for i in range(3000)))
     result = cli(
-        "fit", "--config", CONFIGS / "trainer" / "ddp.yaml", "--config", PRETRAIN,
-        "--trainer.accelerator", "cpu", "--trainer.max_steps", 6, "--trainer.val_check_interval", 6,
-        "--data.corpus", corpus, "--data.cache_dir", tmp_path / "cache", "--data.batch_size", 8,
-        "--data.val_windows", 16, "--model.n_layer", 1, *QUIET_KEEP_SUMMARY,
+        "fit",
+        "--config",
+        CONFIGS / "trainer" / "ddp.yaml",
+        "--config",
+        PRETRAIN,
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.max_steps",
+        6,
+        "--trainer.val_check_interval",
+        6,
+        "--data.corpus",
+        corpus,
+        "--data.cache_dir",
+        tmp_path / "cache",
+        "--data.batch_size",
+        8,
+        "--data.val_windows",
+        16,
+        "--model.n_layer",
+        1,
+        *QUIET_KEEP_SUMMARY,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
@@ -147,9 +223,23 @@ def test_gpt_trains_under_ddp_on_two_cpu_processes(cli, tmp_path):
 def test_gpt_trains_under_deepspeed_stage2_in_bf16(cli, tmp_path):
     pytest.importorskip("deepspeed")
     result = cli(
-        "fit", "--config", CONFIGS / "trainer" / "deepspeed_stage2.yaml", "--config", PRETRAIN,
-        "--trainer.devices", 1, "--trainer.precision", "bf16-mixed", "--trainer.max_steps", 30,
-        "--trainer.val_check_interval", 30, "--data.max_chars", 1_000_000, "--data.cache_dir", tmp_path / "cache",
+        "fit",
+        "--config",
+        CONFIGS / "trainer" / "deepspeed_stage2.yaml",
+        "--config",
+        PRETRAIN,
+        "--trainer.devices",
+        1,
+        "--trainer.precision",
+        "bf16-mixed",
+        "--trainer.max_steps",
+        30,
+        "--trainer.val_check_interval",
+        30,
+        "--data.max_chars",
+        1_000_000,
+        "--data.cache_dir",
+        tmp_path / "cache",
         *QUIET_KEEP_SUMMARY,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]

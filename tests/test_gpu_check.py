@@ -16,15 +16,22 @@ ROWS = ["pytest -m gpu", "gpt2-124m", "dcgan-ddp", "dcgan-zero2", "gpt2-124m-zer
 def _table(stdout: str) -> dict[str, dict[str, str]]:
     lines = [line for line in stdout.splitlines() if line.startswith("| ")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
-    return {cells[0]: dict(zip(header, cells)) for cells in
-            ([c.strip() for c in line.strip("|").split("|")] for line in lines[1:])}
+    return {
+        cells[0]: dict(zip(header, cells))
+        for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines[1:])
+    }
 
 
 @pytest.mark.slow  # five short runs in subprocesses, DeepSpeed among them: ~1-3 min on 2 loaded cores
 def test_dry_run_prints_a_complete_table(tmp_path):
-    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--dry-run", "--out", str(tmp_path)],
-                          cwd=tmp_path, env=cli_env(PYTHON=sys.executable, PYTHONPATH=str(REPO)),
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--dry-run", "--out", str(tmp_path)],
+        cwd=tmp_path,
+        env=cli_env(PYTHON=sys.executable, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = _table(proc.stdout)
     assert list(table) == ROWS
@@ -42,7 +49,13 @@ def test_dry_run_prints_a_complete_table(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
 def test_without_a_gpu_it_refuses_in_one_line(tmp_path):
-    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh")], cwd=tmp_path,
-                          env=cli_env(PYTHON=sys.executable), capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu_check.sh")],
+        cwd=tmp_path,
+        env=cli_env(PYTHON=sys.executable),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["gpu_check: no CUDA GPU here; use --dry-run to check the script on CPU"]

@@ -20,22 +20,38 @@ import pytest
 
 from tests.conftest import REPO, cli_env
 
-MODELS = ["gen_lightning.models.GANModule", "gen_lightning.models.VAEModule", "gen_lightning.models.GPTModule",
-          "gen_lightning.models.LSTMModule", "gen_lightning.models.Seq2SeqModule",
-          "gen_lightning.models.classifier.ClassifierModule"]
-DATA = ["gen_lightning.data.ImageDataModule", "gen_lightning.data.TextDataModule",
-        "gen_lightning.data.PairedTextDataModule"]
-CALLBACKS = ["gen_lightning.callbacks.GenerativeMetrics", "gen_lightning.callbacks.ImageSamples",
-             "gen_lightning.callbacks.TextSamples", "gen_lightning.callbacks.TranslationSamples",
-             "gen_lightning.callbacks.OptunaPruning", "gen_lightning.callbacks.progress_bar.GenProgressBar"]
+MODELS = [
+    "gen_lightning.models.GANModule",
+    "gen_lightning.models.VAEModule",
+    "gen_lightning.models.GPTModule",
+    "gen_lightning.models.LSTMModule",
+    "gen_lightning.models.Seq2SeqModule",
+    "gen_lightning.models.classifier.ClassifierModule",
+]
+DATA = [
+    "gen_lightning.data.ImageDataModule",
+    "gen_lightning.data.TextDataModule",
+    "gen_lightning.data.PairedTextDataModule",
+]
+CALLBACKS = [
+    "gen_lightning.callbacks.GenerativeMetrics",
+    "gen_lightning.callbacks.ImageSamples",
+    "gen_lightning.callbacks.TextSamples",
+    "gen_lightning.callbacks.TranslationSamples",
+    "gen_lightning.callbacks.OptunaPruning",
+    "gen_lightning.callbacks.progress_bar.GenProgressBar",
+]
 LOGGERS = ["gen_lightning.loggers.GenWandbLogger"]
 # Always-on callbacks: their arguments are top-level keys of `fit --help` (gen_lightning/cli.py).
-BUILT_IN = {"checkpoint": "gen_lightning.callbacks.GenCheckpoint",
-            "lr_monitor": "gen_lightning.callbacks.GenLearningRateMonitor",
-            "throughput": "gen_lightning.callbacks.GenThroughput", "gpu_memory": "gen_lightning.callbacks.GPUMemory",
-            "divergence": "gen_lightning.callbacks.divergence.DivergenceGuard",
-            "preemption": "gen_lightning.callbacks.preemption.PreemptionCheckpoint",
-            "rng_state": "gen_lightning.callbacks.rng_state.RNGState"}
+BUILT_IN = {
+    "checkpoint": "gen_lightning.callbacks.GenCheckpoint",
+    "lr_monitor": "gen_lightning.callbacks.GenLearningRateMonitor",
+    "throughput": "gen_lightning.callbacks.GenThroughput",
+    "gpu_memory": "gen_lightning.callbacks.GPUMemory",
+    "divergence": "gen_lightning.callbacks.divergence.DivergenceGuard",
+    "preemption": "gen_lightning.callbacks.preemption.PreemptionCheckpoint",
+    "rng_state": "gen_lightning.callbacks.rng_state.RNGState",
+}
 
 _OPTION = re.compile(r"^  (--[\w.]+)(?: \S+)?(?:, --[\w.]+\+ \S+)?(?:  +(.*))?$")  # a list: also `--key+`
 
@@ -88,10 +104,16 @@ def assert_documented(texts: dict[str, str], prefix: str, path: str) -> None:
     assert not undocumented, f"{path}: no help for {undocumented}"
 
 
-@pytest.mark.parametrize("key, path", [*[("model", p) for p in MODELS], *[("data", p) for p in DATA],
-                                       *[("trainer.callbacks", p) for p in CALLBACKS],
-                                       *[("trainer.logger", p) for p in LOGGERS]],
-                         ids=lambda v: v.rsplit(".", 1)[-1])
+@pytest.mark.parametrize(
+    "key, path",
+    [
+        *[("model", p) for p in MODELS],
+        *[("data", p) for p in DATA],
+        *[("trainer.callbacks", p) for p in CALLBACKS],
+        *[("trainer.logger", p) for p in LOGGERS],
+    ],
+    ids=lambda v: v.rsplit(".", 1)[-1],
+)
 def test_every_argument_of_a_configurable_class_has_help(parser, key, path):
     texts = help_texts(printed_help(parser, f"--{key}.help", path))
     assert bool(texts) == bool(arguments(path)), "the help lists other options than the class's arguments"
@@ -101,14 +123,23 @@ def test_every_argument_of_a_configurable_class_has_help(parser, key, path):
 def test_fit_help_documents_the_built_in_callbacks():
     import subprocess
 
-    result = subprocess.run(["gen-lightning", "fit", "--help"], cwd=REPO, env=cli_env(), capture_output=True,
-                            text=True, timeout=300, check=False)
+    result = subprocess.run(
+        ["gen-lightning", "fit", "--help"],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     texts = help_texts(result.stdout)
     assert texts["--trainer.max_steps"]  # Lightning's own Trainer arguments come with their help too
     for key, path in BUILT_IN.items():
         assert_documented(texts, f"--{key}", path)
     # A linked key says where it comes from (gen_lightning/config_links.py).
-    for link in ("data.init_args.block_size --> model.init_args.block_size [applied on parse]",
-                 "data.vocab_size --> model.init_args.vocab_size [applied on instantiate]"):
+    for link in (
+        "data.init_args.block_size --> model.init_args.block_size [applied on parse]",
+        "data.vocab_size --> model.init_args.vocab_size [applied on instantiate]",
+    ):
         assert link in result.stdout

@@ -27,8 +27,12 @@ def moments(family: str, steps_per_batch: int, batches: int) -> list[tuple[str, 
     rng = random.Random(f"kill-{family}")
     last_batches = [b for b in range(EPOCH, batches - 1, EPOCH)]
     mid = rng.choice([b for b in range(2, batches - 1) if b % EPOCH])
-    kinds = [("after_step", mid), ("after_step", rng.choice(last_batches)), ("validation", rng.choice(last_batches)),
-             ("checkpoint_write", rng.choice(last_batches))]  # an epoch's end: the best file is written, then last
+    kinds = [
+        ("after_step", mid),
+        ("after_step", rng.choice(last_batches)),
+        ("validation", rng.choice(last_batches)),
+        ("checkpoint_write", rng.choice(last_batches)),
+    ]  # an epoch's end: the best file is written, then last
     # At one step, a kill in its validation comes before one after it (the run resumed from before the step
     # validates it again; one resumed from after the step does not).
     order = {"validation": 0, "checkpoint_write": 1, "after_step": 2}
@@ -41,8 +45,15 @@ def test_sigkill_at_any_moment_then_resume_ends_like_an_uninterrupted_run(family
     family = FAMILIES[family_name]
     batches = 4 * EPOCH  # 12 batches, 4 epochs, 4 validations
     steps = batches * family.steps_per_batch
-    args = [*cell_args(family, STRATEGIES["single"]), "--trainer.logger", "false", "--trainer.max_steps", str(steps),
-            "--checkpoint.every_n_train_steps", "1"]
+    args = [
+        *cell_args(family, STRATEGIES["single"]),
+        "--trainer.logger",
+        "false",
+        "--trainer.max_steps",
+        str(steps),
+        "--checkpoint.every_n_train_steps",
+        "1",
+    ]
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_MODE", "disabled")
@@ -53,9 +64,22 @@ def test_sigkill_at_any_moment_then_resume_ends_like_an_uninterrupted_run(family
     env = cli_env(PYTHONPATH=str(REPO))
     for i, (where, step) in enumerate(moments(family_name, family.steps_per_batch, batches)):
         resume = ["--ckpt_path", "last"] if i else []
-        result = run_cli(["fit", *args, "--trainer.default_root_dir", faulted, *resume,
-                          "--trainer.callbacks+=tests.faults.SelfKill", "--trainer.callbacks.step", step,
-                          "--trainer.callbacks.where", where], tmp_path, env=env)
+        result = run_cli(
+            [
+                "fit",
+                *args,
+                "--trainer.default_root_dir",
+                faulted,
+                *resume,
+                "--trainer.callbacks+=tests.faults.SelfKill",
+                "--trainer.callbacks.step",
+                step,
+                "--trainer.callbacks.where",
+                where,
+            ],
+            tmp_path,
+            env=env,
+        )
         assert result.returncode == -9, f"{where} at step {step}: the run was to be killed\n{result.stderr[-3000:]}"
     result = run_cli(["fit", *args, "--trainer.default_root_dir", faulted, "--ckpt_path", "last"], tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -63,8 +87,11 @@ def test_sigkill_at_any_moment_then_resume_ends_like_an_uninterrupted_run(family
     straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
     resumed = torch.load(faulted / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["global_step"] == straight["global_step"] == steps
-    diff = max((straight["state_dict"][k].double() - resumed["state_dict"][k].double()).abs().max().item()
-               for k in straight["state_dict"] if straight["state_dict"][k].is_floating_point())
+    diff = max(
+        (straight["state_dict"][k].double() - resumed["state_dict"][k].double()).abs().max().item()
+        for k in straight["state_dict"]
+        if straight["state_dict"][k].is_floating_point()
+    )
     assert diff <= 1e-6, f"{family_name}: 4 kills and resumes end {diff} away from the uninterrupted run"
     # Nothing left behind: no temporary checkpoint of a killed writer, one best checkpoint (save_top_k 1).
     names = sorted(p.name for p in (faulted / "checkpoints").iterdir())

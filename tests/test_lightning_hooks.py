@@ -19,15 +19,17 @@ PRIVATE_NAMES = [
     ("lightning.pytorch.overrides.distributed", "_sync_module_states", "strategies/submodule_ddp.py"),
     ("lightning.pytorch.callbacks.throughput_monitor", "_plugin_to_compute_dtype", "callbacks/throughput.py"),
     ("lightning.fabric.strategies.launchers.subprocess_script", "_ChildProcessObserver._run", "dead_rank.py"),
-    ("lightning.fabric.strategies.launchers.subprocess_script", "_ChildProcessObserver._terminate_all",
-     "dead_rank.py"),
+    ("lightning.fabric.strategies.launchers.subprocess_script", "_ChildProcessObserver._terminate_all", "dead_rank.py"),
     ("lightning.pytorch.strategies.launchers.subprocess_script", "_launch_process_observer", "dead_rank.py"),
     ("lightning.pytorch.callbacks", "ModelCheckpoint._save_last_checkpoint", "callbacks/checkpoint.py"),
     ("lightning.pytorch.callbacks", "ModelCheckpoint._save_topk_checkpoint", "callbacks/checkpoint.py"),
     ("lightning.pytorch.callbacks", "ModelCheckpoint._should_skip_saving_checkpoint", "callbacks/checkpoint.py"),
     ("lightning.pytorch.callbacks", "ModelCheckpoint._monitor_candidates", "callbacks/preemption.py"),
-    ("lightning.pytorch.loops.training_epoch_loop", "_TrainingEpochLoop._broadcast_sigterm_tensor",
-     "callbacks/preemption.py"),
+    (
+        "lightning.pytorch.loops.training_epoch_loop",
+        "_TrainingEpochLoop._broadcast_sigterm_tensor",
+        "callbacks/preemption.py",
+    ),
     ("lightning.pytorch.callbacks", "RichProgressBar._add_task", "callbacks/progress_bar.py"),
     ("lightning.pytorch.callbacks", "RichProgressBar._get_train_description", "callbacks/progress_bar.py"),
     ("lightning.pytorch.callbacks", "RichProgressBar._update", "callbacks/progress_bar.py"),
@@ -55,8 +57,10 @@ def test_private_name_exists(module, path, user):
     try:
         _resolve(module, path)
     except (ImportError, AttributeError):
-        pytest.fail(f"{module}.{path} is gone from this Lightning/jsonargparse (gen_lightning/{user} uses it): "
-                    f"install the version pinned in pyproject.toml or port gen_lightning/{user}")
+        pytest.fail(
+            f"{module}.{path} is gone from this Lightning/jsonargparse (gen_lightning/{user} uses it): "
+            f"install the version pinned in pyproject.toml or port gen_lightning/{user}"
+        )
 
 
 def test_private_attributes_of_live_objects_exist():
@@ -67,24 +71,39 @@ def test_private_attributes_of_live_objects_exist():
     from lightning.pytorch.loggers import WandbLogger
     from lightning.pytorch.strategies import DDPStrategy
 
-    trainer = Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False)
+    trainer = Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     checks = {
-        "Trainer._accelerator_connector.cluster_environment (callbacks/preemption.py)":
-            lambda: trainer._accelerator_connector.cluster_environment,
-        "Trainer._logger_connector.should_update_logs (callbacks/throughput.py)":
-            lambda: trainer._logger_connector.should_update_logs,
+        "Trainer._accelerator_connector.cluster_environment (callbacks/preemption.py)": lambda: (
+            trainer._accelerator_connector.cluster_environment
+        ),
+        "Trainer._logger_connector.should_update_logs (callbacks/throughput.py)": lambda: (
+            trainer._logger_connector.should_update_logs
+        ),
         "FitLoop._combined_loader (callbacks/checkpoint.py)": lambda: trainer.fit_loop._combined_loader,
         "FitLoop._data_source (strategies/deepspeed_cpu.py)": lambda: trainer.fit_loop._data_source,
-        "epoch_loop._batches_that_stepped (callbacks/logging_step.py)":
-            lambda: trainer.fit_loop.epoch_loop._batches_that_stepped,
+        "epoch_loop._batches_that_stepped (callbacks/logging_step.py)": lambda: (
+            trainer.fit_loop.epoch_loop._batches_that_stepped
+        ),
         "LightningModule._trainer (capabilities.py, models/image_family.py)": lambda: LightningModule()._trainer,
-        "ModelCheckpoint._every_n_train_steps, _last_global_step_saved (callbacks/checkpoint.py)":
-            lambda: (ModelCheckpoint()._every_n_train_steps, ModelCheckpoint()._last_global_step_saved),
-        "WandbLogger._experiment, _wandb_init (loggers.py)":
-            lambda: (WandbLogger(offline=True)._experiment, WandbLogger(offline=True)._wandb_init),
-        "DDPStrategy._ddp_comm_hook/_state/_wrapper (strategies/submodule_ddp.py)":
-            lambda: (DDPStrategy()._ddp_comm_hook, DDPStrategy()._ddp_comm_state, DDPStrategy()._ddp_comm_wrapper),
+        "ModelCheckpoint._every_n_train_steps, _last_global_step_saved (callbacks/checkpoint.py)": lambda: (
+            ModelCheckpoint()._every_n_train_steps,
+            ModelCheckpoint()._last_global_step_saved,
+        ),
+        "WandbLogger._experiment, _wandb_init (loggers.py)": lambda: (
+            WandbLogger(offline=True)._experiment,
+            WandbLogger(offline=True)._wandb_init,
+        ),
+        "DDPStrategy._ddp_comm_hook/_state/_wrapper (strategies/submodule_ddp.py)": lambda: (
+            DDPStrategy()._ddp_comm_hook,
+            DDPStrategy()._ddp_comm_state,
+            DDPStrategy()._ddp_comm_wrapper,
+        ),
         "nn.Module._compiled_call_impl (models/compiled.py)": lambda: torch.nn.Linear(1, 1)._compiled_call_impl,
     }
     missing = []

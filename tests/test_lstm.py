@@ -47,14 +47,18 @@ def test_the_state_carries_the_prefix():
 
 
 @pytest.mark.parametrize("widths", [(16, 16), (12, 20)])
-@pytest.mark.parametrize("options", [dict(temperature=0.0), dict(temperature=1.0),
-                                     dict(temperature=0.9, top_k=5), dict(temperature=1.2, top_p=0.8)])
+@pytest.mark.parametrize(
+    "options",
+    [dict(temperature=0.0), dict(temperature=1.0), dict(temperature=0.9, top_k=5), dict(temperature=1.2, top_p=0.8)],
+)
 def test_generation_with_and_without_the_state_cache_gives_identical_tokens(widths, options):
     torch.manual_seed(1)
     net = LSTMLM(LSTMConfig(vocab_size=30, n_embd=widths[0], n_hidden=widths[1], n_layer=2, dropout=0.1)).eval()
     prompt = torch.randint(0, 30, (3, 5))
-    runs = [net.generate(prompt, 60, use_cache=cache, generator=torch.Generator().manual_seed(7), **options)
-            for cache in (True, False)]
+    runs = [
+        net.generate(prompt, 60, use_cache=cache, generator=torch.Generator().manual_seed(7), **options)
+        for cache in (True, False)
+    ]
     assert runs[0].shape == (3, 65)
     assert torch.equal(runs[0], runs[1])
     assert torch.equal(runs[0][:, :5], prompt)
@@ -108,9 +112,28 @@ def test_lstm_learns_logs_samples_and_samples_from_its_checkpoint(cli):
     corpus = cli.cwd / "corpus.py"
     corpus.write_text("".join(f"def f{i}(x):\n    return x * {i}\n\n" for i in range(3000)))
     steps = 60
-    fit = cli("fit", "--config", CONFIGS / "lstm" / "stdlib.yaml", "--data.corpus", corpus, "--data.cache_dir", "cache",
-              "--model.n_embd", 64, "--model.n_hidden", 96, "--data.batch_size", 16, "--data.val_windows", 32,
-              "--trainer.max_steps", steps, "--trainer.val_check_interval", 30, *QUIET)
+    fit = cli(
+        "fit",
+        "--config",
+        CONFIGS / "lstm" / "stdlib.yaml",
+        "--data.corpus",
+        corpus,
+        "--data.cache_dir",
+        "cache",
+        "--model.n_embd",
+        64,
+        "--model.n_hidden",
+        96,
+        "--data.batch_size",
+        16,
+        "--data.val_windows",
+        32,
+        "--trainer.max_steps",
+        steps,
+        "--trainer.val_check_interval",
+        30,
+        *QUIET,
+    )
     assert fit.returncode == 0, (fit.stdout + fit.stderr)[-3000:]
     summary = json.loads((cli.cwd / "runs" / "summary.json").read_text())
     val_loss = summary["metrics"]["val/loss"]
@@ -125,8 +148,23 @@ def test_lstm_learns_logs_samples_and_samples_from_its_checkpoint(cli):
     elsewhere.mkdir()
     outputs = []
     for cache in ([], ["--no-cache"]):
-        result = cli("sample", "--ckpt", last, "--prompt", "def f1", "--max-new-tokens", 40, "--num-samples", 2,
-                     "--top-k", 10, "--seed", 3, "--no-stop", *cache)
+        result = cli(
+            "sample",
+            "--ckpt",
+            last,
+            "--prompt",
+            "def f1",
+            "--max-new-tokens",
+            40,
+            "--num-samples",
+            2,
+            "--top-k",
+            10,
+            "--seed",
+            3,
+            "--no-stop",
+            *cache,
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         outputs.append(result.stdout)
     assert outputs[0] == outputs[1]  # the state as cache gives the tokens re-reading the prefix gives

@@ -95,8 +95,15 @@ def test_fid_state_is_running_sums_whatever_the_number_of_images():
     scores = GenerativeScores(LinearFeatures(4, num_features=16), ("fid",))
 
     def state_bytes():
-        return sum(t.numel() * t.element_size() for t in (scores.fid.real_features_sum,
-                   scores.fid.real_features_cov_sum, scores.fid.fake_features_sum, scores.fid.fake_features_cov_sum))
+        return sum(
+            t.numel() * t.element_size()
+            for t in (
+                scores.fid.real_features_sum,
+                scores.fid.real_features_cov_sum,
+                scores.fid.fake_features_sum,
+                scores.fid.fake_features_cov_sum,
+            )
+        )
 
     before = state_bytes()
     for _ in range(20):
@@ -116,8 +123,13 @@ def digits_evaluator(tmp_path_factory):
     """Trained once per session, through the real CLI and the shipped config."""
     folder = tmp_path_factory.mktemp("evaluator")
     result = run_cli(
-        ["fit", "--config", CONFIGS / "evaluator" / "digits_classifier.yaml", "--trainer.logger=false",
-         "--trainer.enable_progress_bar=false"],
+        [
+            "fit",
+            "--config",
+            CONFIGS / "evaluator" / "digits_classifier.yaml",
+            "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false",
+        ],
         folder,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -190,10 +202,18 @@ def test_callback_logs_fid_in_a_short_vae_fit(digits_evaluator, tmp_path):
     shutil.copy(digits_evaluator, tmp_path / "data" / "evaluators" / "digits-28.pt")
     # The config's own GenerativeMetrics (FID is on by default for the VAE and GAN), with this evaluator.
     result = run_cli(
-        ["fit", "--config", CONFIGS / "vae" / "mlp_digits.yaml", "--trainer.max_epochs=2",
-         "--trainer.limit_train_batches=5", "--trainer.enable_progress_bar=false",
-         "--trainer.logger=lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir=logs"],
-        tmp_path, env=cli_env(GEN_LIGHTNING_EVALUATOR_CACHE=str(tmp_path / "data" / "evaluators")),
+        [
+            "fit",
+            "--config",
+            CONFIGS / "vae" / "mlp_digits.yaml",
+            "--trainer.max_epochs=2",
+            "--trainer.limit_train_batches=5",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+            "--trainer.logger.save_dir=logs",
+        ],
+        tmp_path,
+        env=cli_env(GEN_LIGHTNING_EVALUATOR_CACHE=str(tmp_path / "data" / "evaluators")),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "GenerativeMetrics: extractor classifier" in result.stderr
@@ -208,9 +228,16 @@ def test_callback_logs_fid_in_a_short_vae_fit(digits_evaluator, tmp_path):
 def test_choosing_inception_without_weights_fails_in_one_line_before_training(tmp_path):
     env = cli_env(TORCH_HOME=str(tmp_path / "torch_home"))
     result = run_cli(
-        ["fit", "--config", CONFIGS / "vae" / "mlp_digits.yaml", "--trainer.max_epochs=1",
-         "--trainer.callbacks+=gen_lightning.callbacks.GenerativeMetrics", "--trainer.callbacks.extractor=inception"],
-        tmp_path, env=env,
+        [
+            "fit",
+            "--config",
+            CONFIGS / "vae" / "mlp_digits.yaml",
+            "--trainer.max_epochs=1",
+            "--trainer.callbacks+=gen_lightning.callbacks.GenerativeMetrics",
+            "--trainer.callbacks.extractor=inception",
+        ],
+        tmp_path,
+        env=env,
     )
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("gen-lightning: error:")]

@@ -105,8 +105,10 @@ def test_inception_pipeline_matches_torch_fidelity_statistics(random_inception_w
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not default_weights_path().is_file(),
-                    reason=f"InceptionV3 weights not present at {default_weights_path()} (never downloaded by tests)")
+@pytest.mark.skipif(
+    not default_weights_path().is_file(),
+    reason=f"InceptionV3 weights not present at {default_weights_path()} (never downloaded by tests)",
+)
 def test_inception_numbers_match_torch_fidelity_with_the_real_weights():
     n = 64
     real, fake = digit_like_images(n, 0), digit_like_images(n, 1, shift=0.4)
@@ -115,8 +117,17 @@ def test_inception_numbers_match_torch_fidelity_with_the_real_weights():
     scores.update(fake, real=False)
     ours = scores.compute()
     theirs = torch_fidelity.calculate_metrics(
-        input1=UInt8Images(fake), input2=UInt8Images(real), fid=True, isc=True, kid=True, kid_subsets=1,
-        kid_subset_size=n, isc_splits=1, cuda=torch.cuda.is_available(), cache=False, verbose=False,
+        input1=UInt8Images(fake),
+        input2=UInt8Images(real),
+        fid=True,
+        isc=True,
+        kid=True,
+        kid_subsets=1,
+        kid_subset_size=n,
+        isc_splits=1,
+        cuda=torch.cuda.is_available(),
+        cache=False,
+        verbose=False,
         feature_extractor_weights_path=str(default_weights_path()),
     )
     assert ours["fid"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-3)

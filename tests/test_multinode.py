@@ -21,10 +21,18 @@ STEPS = 4
 
 def slurm_task_env(rank: int, port: int) -> dict[str, str]:
     return cli_env(
-        SLURM_NTASKS="2", SLURM_PROCID=str(rank), SLURM_NODEID=str(rank), SLURM_NNODES="2",
-        SLURM_NTASKS_PER_NODE="1", SLURM_LOCALID="0", SLURM_NODELIST="n[1-2]", SLURM_JOB_ID="4242",
+        SLURM_NTASKS="2",
+        SLURM_PROCID=str(rank),
+        SLURM_NODEID=str(rank),
+        SLURM_NNODES="2",
+        SLURM_NTASKS_PER_NODE="1",
+        SLURM_LOCALID="0",
+        SLURM_NODELIST="n[1-2]",
+        SLURM_JOB_ID="4242",
         SLURM_JOB_NAME="gen-lightning-test",  # "bash" or "interactive" would make Lightning ignore SLURM
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), PYTHONPATH=PROBE_PATH,
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        PYTHONPATH=PROBE_PATH,
     )
 
 
@@ -33,22 +41,63 @@ def experiment_args(family: str, folder) -> list:
         return ["--config", CONFIGS / "vae" / "mlp_digits.yaml", "--data.batch_size", 32, "--model.hidden_dim", 64]
     corpus = folder / "corpus.py"
     corpus.write_text("".join(f"def f{i}(x):\n    return x * {i}\n\n" for i in range(2000)))
-    return ["--config", CONFIGS / "gpt" / "nano_stdlib.yaml", "--data.corpus", corpus, "--data.cache_dir",
-            folder / "cache", "--data.batch_size", 8, "--data.val_windows", 16, "--model.n_layer", 1]
+    return [
+        "--config",
+        CONFIGS / "gpt" / "nano_stdlib.yaml",
+        "--data.corpus",
+        corpus,
+        "--data.cache_dir",
+        folder / "cache",
+        "--data.batch_size",
+        8,
+        "--data.val_windows",
+        16,
+        "--model.n_layer",
+        1,
+    ]
 
 
 def test_two_simulated_slurm_nodes_train_as_one_job(tmp_path):
     """The GPT: its token cache is built once per node (prepare_data), here by both "nodes" at once."""
     args = [
-        sys.executable, "-m", "gen_lightning", "fit", "--config", CONFIGS / "trainer" / "multinode.yaml",
-        *experiment_args("gpt", tmp_path), "--config", probe_config(tmp_path),
-        "--trainer.accelerator", "cpu", "--trainer.num_nodes", 2, "--trainer.devices", 1,
-        "--trainer.max_steps", STEPS, "--trainer.val_check_interval", STEPS, "--trainer.limit_val_batches", 2,
-        "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+        sys.executable,
+        "-m",
+        "gen_lightning",
+        "fit",
+        "--config",
+        CONFIGS / "trainer" / "multinode.yaml",
+        *experiment_args("gpt", tmp_path),
+        "--config",
+        probe_config(tmp_path),
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.num_nodes",
+        2,
+        "--trainer.devices",
+        1,
+        "--trainer.max_steps",
+        STEPS,
+        "--trainer.val_check_interval",
+        STEPS,
+        "--trainer.limit_val_batches",
+        2,
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
     ]
     port = free_port()
-    procs = [subprocess.Popen(list(map(str, args)), cwd=tmp_path, env=slurm_task_env(rank, port),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            list(map(str, args)),
+            cwd=tmp_path,
+            env=slurm_task_env(rank, port),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
     outputs = []
     try:
         for proc in procs:
@@ -69,16 +118,41 @@ def test_two_simulated_slurm_nodes_train_as_one_job(tmp_path):
 def test_torchrun_script_trains_two_nodes(tmp_path):
     """launch/torchrun.sh started twice, as on two machines (NODE_RANK 0 and 1), one process each."""
     port = free_port()
-    args = [*map(str, experiment_args("vae", tmp_path)), "--config", probe_config(tmp_path),
-            "--trainer.accelerator", "cpu", "--trainer.max_steps", str(STEPS), "--trainer.val_check_interval",
-            str(STEPS), "--trainer.limit_val_batches", "2", "--trainer.logger", "false",
-            "--trainer.enable_progress_bar", "false"]
+    args = [
+        *map(str, experiment_args("vae", tmp_path)),
+        "--config",
+        probe_config(tmp_path),
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.max_steps",
+        str(STEPS),
+        "--trainer.val_check_interval",
+        str(STEPS),
+        "--trainer.limit_val_batches",
+        "2",
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
     script = CONFIGS.parent / "launch" / "torchrun.sh"
     procs = [
-        subprocess.Popen(["bash", str(script), "--config", str(CONFIGS / "trainer" / "multinode.yaml"), *args],
-                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         env=cli_env(NNODES="2", NODE_RANK=str(node), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-                                     NPROC_PER_NODE="1", PYTHON=sys.executable, PYTHONPATH=PROBE_PATH))
+        subprocess.Popen(
+            ["bash", str(script), "--config", str(CONFIGS / "trainer" / "multinode.yaml"), *args],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=cli_env(
+                NNODES="2",
+                NODE_RANK=str(node),
+                MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=str(port),
+                NPROC_PER_NODE="1",
+                PYTHON=sys.executable,
+                PYTHONPATH=PROBE_PATH,
+            ),
+        )
         for node in (0, 1)
     ]
     outputs = []
@@ -98,9 +172,22 @@ def test_torchrun_script_trains_two_nodes(tmp_path):
 def test_fsdp_config_trains_the_gpt_on_gpus(cli):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    result = cli("fit", "--config", CONFIGS / "trainer" / "fsdp.yaml", *experiment_args("gpt", cli.cwd),
-                 "--trainer.max_steps", STEPS, "--trainer.val_check_interval", STEPS, "--trainer.limit_val_batches", 2,
-                 "--trainer.logger", "false", "--trainer.enable_progress_bar", "false")
+    result = cli(
+        "fit",
+        "--config",
+        CONFIGS / "trainer" / "fsdp.yaml",
+        *experiment_args("gpt", cli.cwd),
+        "--trainer.max_steps",
+        STEPS,
+        "--trainer.val_check_interval",
+        STEPS,
+        "--trainer.limit_val_batches",
+        2,
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     last = cli.cwd / "runs" / "checkpoints" / "last.ckpt"
     assert last.is_file()  # state_dict_type full: one ordinary file

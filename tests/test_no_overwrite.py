@@ -60,8 +60,9 @@ def _zero_folder(cwd):
     return folder
 
 
-@pytest.mark.parametrize("out_args, target", [(["-o", "best.ckpt"], "best.ckpt"), ([], "last-fp32.ckpt")],
-                         ids=["named", "default"])
+@pytest.mark.parametrize(
+    "out_args, target", [(["-o", "best.ckpt"], "best.ckpt"), ([], "last-fp32.ckpt")], ids=["named", "default"]
+)
 def test_convert_refuses_an_existing_output(cli_inprocess, out_args, target):
     _zero_folder(cli_inprocess.cwd)
     existing = cli_inprocess.cwd / target
@@ -93,10 +94,16 @@ def _existing_run(cwd, run_id="r1"):
 def test_new_run_with_an_existing_run_id_is_refused(cli_inprocess):
     folder = _existing_run(cli_inprocess.cwd)
     before = snapshot(folder)
-    result = cli_inprocess("fit", "--config", VAE, *QUIET_NO_CALLBACKS, "--trainer.max_steps", "1",
-                           "--trainer.logger.init_args.id", "r1")
-    assert_one_line_error(result, "run 'r1' (--trainer.logger.init_args.id) already exists",
-                           "config.yaml, summary.json, checkpoints/", "--ckpt_path last", "--overwrite")
+    result = cli_inprocess(
+        "fit", "--config", VAE, *QUIET_NO_CALLBACKS, "--trainer.max_steps", "1", "--trainer.logger.init_args.id", "r1"
+    )
+    assert_one_line_error(
+        result,
+        "run 'r1' (--trainer.logger.init_args.id) already exists",
+        "config.yaml, summary.json, checkpoints/",
+        "--ckpt_path last",
+        "--overwrite",
+    )
     assert snapshot(folder) == before
     assert not list(folder.glob("checkpoints/last-v*.ckpt"))
 
@@ -139,8 +146,23 @@ def test_overwrite_starts_the_run_again_and_last_takes_its_checkpoint(tmp_path, 
     monkeypatch.setattr("sys.argv", ["gen-lightning"])
     folder = _existing_run(tmp_path)
     os.utime(folder / "checkpoints" / "last.ckpt", (1e9, 1e9))  # written long ago
-    main(["fit", "--config", VAE, *QUIET_NO_CALLBACKS, "--trainer.max_steps", "1", "--model.hidden_dim", "16",
-          "--model.latent_dim", "2", "--trainer.logger.init_args.id", "r1", "--overwrite"])
+    main(
+        [
+            "fit",
+            "--config",
+            VAE,
+            *QUIET_NO_CALLBACKS,
+            "--trainer.max_steps",
+            "1",
+            "--model.hidden_dim",
+            "16",
+            "--model.latent_dim",
+            "2",
+            "--trainer.logger.init_args.id",
+            "r1",
+            "--overwrite",
+        ]
+    )
     assert (folder / "config.yaml").read_text() != "model: {lr: 0.001}\n"
     # Whether Lightning replaced last.ckpt or wrote last-v1.ckpt beside it, `--ckpt_path last` takes this run's.
     assert torch.load(newest_last(folder / "checkpoints"), weights_only=True)["global_step"] == 1
@@ -151,8 +173,13 @@ def test_newest_last_is_the_most_recently_written(tmp_path):
     checkpoints = tmp_path / "checkpoints"
     checkpoints.mkdir()
     assert newest_last(checkpoints) == checkpoints / "last.ckpt"  # none yet: the name resume.py reports
-    for name, when in (("last.ckpt", 3e9), ("last-v1.ckpt", 1e9), ("last-v2.ckpt", 2e9), ("last-fp32.ckpt", 4e9),
-                       ("best-step=5.ckpt", 5e9)):
+    for name, when in (
+        ("last.ckpt", 3e9),
+        ("last-v1.ckpt", 1e9),
+        ("last-v2.ckpt", 2e9),
+        ("last-fp32.ckpt", 4e9),
+        ("best-step=5.ckpt", 5e9),
+    ):
         (checkpoints / name).write_bytes(b"x")
         os.utime(checkpoints / name, (when, when))
     assert newest_last(checkpoints).name == "last.ckpt"

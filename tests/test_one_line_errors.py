@@ -20,13 +20,19 @@ GAN = str(CONFIGS / "gan" / "mlp_digits.yaml")
 
 
 # -- config files ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("text, fragments", [
-    ("model:\n  lr: 1.0e-3\n  beta: [1\n", ["bad.yaml:4:1", "invalid YAML", "flow sequence", "fix the file"]),
-    ("trainer:\n  max_steps: 1\nmodel:\n  beta: 1.0\ntrainer:\n  max_steps: 2\n",
-     ["bad.yaml:5:1", "duplicate key 'trainer'", "first given on line 1", "keep one of them"]),
-    ("model:\n  lr: 1.0e-3\n  lr: 2.0e-3\n", ["bad.yaml:3:3", "duplicate key 'lr'", "line 2"]),
-    ("model:\n\tlr: 1.0e-3\n", ["bad.yaml:2:1", "invalid YAML", "spaces, not tabs"]),
-], ids=["syntax", "duplicate-top-level", "duplicate-nested", "tab"])
+@pytest.mark.parametrize(
+    "text, fragments",
+    [
+        ("model:\n  lr: 1.0e-3\n  beta: [1\n", ["bad.yaml:4:1", "invalid YAML", "flow sequence", "fix the file"]),
+        (
+            "trainer:\n  max_steps: 1\nmodel:\n  beta: 1.0\ntrainer:\n  max_steps: 2\n",
+            ["bad.yaml:5:1", "duplicate key 'trainer'", "first given on line 1", "keep one of them"],
+        ),
+        ("model:\n  lr: 1.0e-3\n  lr: 2.0e-3\n", ["bad.yaml:3:3", "duplicate key 'lr'", "line 2"]),
+        ("model:\n\tlr: 1.0e-3\n", ["bad.yaml:2:1", "invalid YAML", "spaces, not tabs"]),
+    ],
+    ids=["syntax", "duplicate-top-level", "duplicate-nested", "tab"],
+)
 def test_yaml_mistake_names_file_line_and_problem(cli_inprocess, text, fragments):
     bad = cli_inprocess.cwd / "bad.yaml"
     bad.write_text(text)
@@ -39,8 +45,9 @@ def test_yaml_mistake_names_file_line_and_problem(cli_inprocess, text, fragments
 
 
 def test_yaml_file_given_to_a_key_is_checked_too(cli_inprocess):
-    (cli_inprocess.cwd / "model.yaml").write_text("class_path: gen_lightning.models.VAEModule\ninit_args:\n  lr: 1.0e-3\n"
-                                                   "  lr: 2.0e-3\n")
+    (cli_inprocess.cwd / "model.yaml").write_text(
+        "class_path: gen_lightning.models.VAEModule\ninit_args:\n  lr: 1.0e-3\n  lr: 2.0e-3\n"
+    )
     result = cli_inprocess("fit", "--config", VAE, "--model", "model.yaml", "--trainer.logger", "false")
     assert_one_line_error(result, "--model model.yaml:4:3", "duplicate key 'lr'")
 
@@ -54,12 +61,16 @@ def test_sweep_file_with_a_duplicate_key_names_the_line(cli_inprocess):
 
 
 # -- learning rates -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("config, args, fragment", [
-    (VAE, ["--model.lr", "-1e-3"], "model.lr must be > 0, got -0.001"),
-    (VAE, ["--model.lr=-1e-3"], "model.lr must be > 0, got -0.001"),
-    (VAE, ["--model.lr", "0"], "model.lr must be > 0, got 0"),
-    (GAN, ["--model.d_lr", "-2e-4"], "model.d_lr must be > 0, got -0.0002"),
-], ids=["space", "equals", "zero", "gan-d_lr"])
+@pytest.mark.parametrize(
+    "config, args, fragment",
+    [
+        (VAE, ["--model.lr", "-1e-3"], "model.lr must be > 0, got -0.001"),
+        (VAE, ["--model.lr=-1e-3"], "model.lr must be > 0, got -0.001"),
+        (VAE, ["--model.lr", "0"], "model.lr must be > 0, got 0"),
+        (GAN, ["--model.d_lr", "-2e-4"], "model.d_lr must be > 0, got -0.0002"),
+    ],
+    ids=["space", "equals", "zero", "gan-d_lr"],
+)
 def test_learning_rate_must_be_positive(cli_inprocess, config, args, fragment):
     result = cli_inprocess("fit", "--config", config, "--trainer.logger", "false", *args)
     assert_one_line_error(result, fragment, "give a positive learning rate")
@@ -70,7 +81,13 @@ def test_a_negative_number_after_a_key_is_its_value():
     from gen_lightning.cli_args import prepare_args
 
     assert prepare_args(["fit", "--model.lr", "-1e-3", "--trainer.max_steps", "-1", "--a", "-.5", "--b", "-v"]) == [
-        "fit", "--model.lr=-1e-3", "--trainer.max_steps=-1", "--a=-.5", "--b", "-v"]
+        "fit",
+        "--model.lr=-1e-3",
+        "--trainer.max_steps=-1",
+        "--a=-.5",
+        "--b",
+        "-v",
+    ]
 
 
 def test_min_lr_zero_is_a_valid_floor():
@@ -84,24 +101,42 @@ def test_min_lr_zero_is_a_valid_floor():
 # -- checkpoint contents --------------------------------------------------------------------------------
 def _lightning_checkpoint() -> dict:
     """The keys a `gen-lightning fit` checkpoint has (no weights needed: the checks run before the model is built)."""
-    return {"state_dict": {}, "pytorch-lightning_version": "2.6.6", "optimizer_states": [{}], "loops": {},
-            "epoch": 0, "global_step": 2, "hyper_parameters": {"_class_path": "gen_lightning.models.VAEModule"}}
+    return {
+        "state_dict": {},
+        "pytorch-lightning_version": "2.6.6",
+        "optimizer_states": [{}],
+        "loops": {},
+        "epoch": 0,
+        "global_step": 2,
+        "hyper_parameters": {"_class_path": "gen_lightning.models.VAEModule"},
+    }
 
 
 def _without(*keys):
     return lambda: {k: v for k, v in _lightning_checkpoint().items() if k not in keys}
 
 
-@pytest.mark.parametrize("make, subcommand, fragments", [
-    (lambda: [torch.zeros(2)], "fit", ["is not a Lightning checkpoint", "holds a list, not a dict"]),
-    (lambda: {"net.weight": torch.zeros(2)}, "fit", ["no model weights (state_dict)", "no Lightning version"]),
-    (_without("optimizer_states"), "fit", ["cannot be used to resume training", "no optimizer states", "save_weights_only"]),
-    (_without("loops"), "fit", ["cannot be used to resume training", "no loop state"]),
-    (_without("optimizer_states", "loops"), "fit", ["no optimizer states, no loop state"]),
-    (_without("pytorch-lightning_version"), "validate", ["cannot be used:", "no Lightning version"]),
-    (lambda: {**_lightning_checkpoint(), "pytorch-lightning_version": "1.4.0"}, "fit",
-     ["written by Lightning 1.4.0", "resuming needs a checkpoint of Lightning 2.x", "validate, test or sample"]),
-], ids=["not-a-dict", "bare-state-dict", "no-optimizer", "no-loops", "weights-only", "no-version", "old-lightning"])
+@pytest.mark.parametrize(
+    "make, subcommand, fragments",
+    [
+        (lambda: [torch.zeros(2)], "fit", ["is not a Lightning checkpoint", "holds a list, not a dict"]),
+        (lambda: {"net.weight": torch.zeros(2)}, "fit", ["no model weights (state_dict)", "no Lightning version"]),
+        (
+            _without("optimizer_states"),
+            "fit",
+            ["cannot be used to resume training", "no optimizer states", "save_weights_only"],
+        ),
+        (_without("loops"), "fit", ["cannot be used to resume training", "no loop state"]),
+        (_without("optimizer_states", "loops"), "fit", ["no optimizer states, no loop state"]),
+        (_without("pytorch-lightning_version"), "validate", ["cannot be used:", "no Lightning version"]),
+        (
+            lambda: {**_lightning_checkpoint(), "pytorch-lightning_version": "1.4.0"},
+            "fit",
+            ["written by Lightning 1.4.0", "resuming needs a checkpoint of Lightning 2.x", "validate, test or sample"],
+        ),
+    ],
+    ids=["not-a-dict", "bare-state-dict", "no-optimizer", "no-loops", "weights-only", "no-version", "old-lightning"],
+)
 def test_checkpoint_lacking_what_the_command_needs(cli_inprocess, make, subcommand, fragments):
     ckpt = cli_inprocess.cwd / "odd.ckpt"
     torch.save(make(), ckpt)
@@ -127,8 +162,11 @@ def test_a_folder_as_ckpt_path_is_a_folder(cli_inprocess, inside):
         torch.save(_lightning_checkpoint(), folder / name)
     before = snapshot(folder)
     result = cli_inprocess("fit", "--config", VAE, "--trainer.logger", "false", "--ckpt_path", "run")
-    assert_one_line_error(result, "--ckpt_path 'run' is a folder, not a checkpoint file",
-                           *(["e.g. --ckpt_path run/checkpoints/last.ckpt"] if inside else []))
+    assert_one_line_error(
+        result,
+        "--ckpt_path 'run' is a folder, not a checkpoint file",
+        *(["e.g. --ckpt_path run/checkpoints/last.ckpt"] if inside else []),
+    )
     assert "does not exist" not in result.stderr
     assert snapshot(folder) == before
 
@@ -152,9 +190,25 @@ def test_decompression_bomb_is_a_corrupt_or_unreadable_image(cli_inprocess, monk
         Image.new("L", (8, 8), color=random.randint(0, 255)).save(root / "a" / f"{i}.png")
     Image.new("L", (64, 64)).save(root / "a" / "bomb.png")
     before = unchanged(root / "a" / "bomb.png")
-    result = cli_inprocess(*TINY_VAE, "--data.dataset", "folder", "--data.root", str(root), "--data.image_size", "8",
-                           "--data.channels", "1", "--data.batch_size", "3",
-                           "--data.val_fraction", "0.3", "--trainer.max_steps", "20", "--trainer.logger", "false")
+    result = cli_inprocess(
+        *TINY_VAE,
+        "--data.dataset",
+        "folder",
+        "--data.root",
+        str(root),
+        "--data.image_size",
+        "8",
+        "--data.channels",
+        "1",
+        "--data.batch_size",
+        "3",
+        "--data.val_fraction",
+        "0.3",
+        "--trainer.max_steps",
+        "20",
+        "--trainer.logger",
+        "false",
+    )
     assert_one_line_error(result, "corrupt or unreadable image", "bomb.png", "decompression bomb")
     assert unchanged(root / "a" / "bomb.png") == before
     assert not list(cli_inprocess.cwd.rglob("*.ckpt"))
@@ -183,10 +237,14 @@ def test_sample_out_under_a_file(cli_inprocess):
     assert_one_line_error(result, "occupied/grid.png", "is a file, not a folder")
 
 
-@pytest.mark.parametrize("make, fragment", [
-    (lambda path: path.mkdir(), "is a folder, not a checkpoint file or a Hugging Face GPT-2 export"),
-    (lambda path: torch.save([1, 2], path), "is not a Lightning checkpoint (it holds a list, not a dict)"),
-], ids=["folder", "not-a-dict"])
+@pytest.mark.parametrize(
+    "make, fragment",
+    [
+        (lambda path: path.mkdir(), "is a folder, not a checkpoint file or a Hugging Face GPT-2 export"),
+        (lambda path: torch.save([1, 2], path), "is not a Lightning checkpoint (it holds a list, not a dict)"),
+    ],
+    ids=["folder", "not-a-dict"],
+)
 def test_sample_ckpt_that_is_no_checkpoint(cli_inprocess, make, fragment):
     make(cli_inprocess.cwd / "odd.ckpt")
     result = cli_inprocess("sample", "--ckpt", "odd.ckpt")
@@ -203,15 +261,23 @@ def test_export_out_file(cli_inprocess):
 
 
 # -- sweep bounds ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("parameters, message", [
-    ("{model.lr: {distribution: log_uniform_values, min: 0, max: 0.1}}",
-     "parameter model.lr: log_uniform_values needs bounds > 0 (a log scale), got min 0"),
-    ("{model.lr: {distribution: log_uniform_values, min: -1.0e-3, max: 0.1}}", "got min -0.001; give min > 0"),
-    ("{model.lr: {distribution: uniform, min: 0.1, max: 0.01}}", "min 0.1 is greater than max 0.01; swap them"),
-    ("{model.lr: {distribution: log_uniform_values, min: 1e-4, max: 1.0e-2}}",
-     "min must be a number, got '1e-4'; YAML reads 1e-4 as text"),
-    ("{model.lr: {values: [0.001, 0.01], probabilities: [0.7, 0.7]}}", "`probabilities` has no Optuna equivalent"),
-], ids=["log-zero", "log-negative", "min-over-max", "yaml-string", "probabilities"])
+@pytest.mark.parametrize(
+    "parameters, message",
+    [
+        (
+            "{model.lr: {distribution: log_uniform_values, min: 0, max: 0.1}}",
+            "parameter model.lr: log_uniform_values needs bounds > 0 (a log scale), got min 0",
+        ),
+        ("{model.lr: {distribution: log_uniform_values, min: -1.0e-3, max: 0.1}}", "got min -0.001; give min > 0"),
+        ("{model.lr: {distribution: uniform, min: 0.1, max: 0.01}}", "min 0.1 is greater than max 0.01; swap them"),
+        (
+            "{model.lr: {distribution: log_uniform_values, min: 1e-4, max: 1.0e-2}}",
+            "min must be a number, got '1e-4'; YAML reads 1e-4 as text",
+        ),
+        ("{model.lr: {values: [0.001, 0.01], probabilities: [0.7, 0.7]}}", "`probabilities` has no Optuna equivalent"),
+    ],
+    ids=["log-zero", "log-negative", "min-over-max", "yaml-string", "probabilities"],
+)
 def test_sweep_bounds_are_one_line(cli_inprocess, parameters, message):
     sweep = cli_inprocess.cwd / "s.yaml"
     sweep.write_text(sweep_text("random", parameters))
@@ -244,10 +310,20 @@ def test_full_disk_during_a_checkpoint_write(cli_inprocess, monkeypatch):
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(checkpoint_io.torch, "save", save_until_the_disk_is_full)
-    result = cli_inprocess(*TINY_VAE, "--trainer.max_steps", "4", "--checkpoint.every_n_train_steps", "1",
-                           "--trainer.logger", "false", "--trainer.default_root_dir", "out")
-    assert_one_line_error(result, "No space left on device", "the last complete checkpoint is intact",
-                           "--ckpt_path last")
+    result = cli_inprocess(
+        *TINY_VAE,
+        "--trainer.max_steps",
+        "4",
+        "--checkpoint.every_n_train_steps",
+        "1",
+        "--trainer.logger",
+        "false",
+        "--trainer.default_root_dir",
+        "out",
+    )
+    assert_one_line_error(
+        result, "No space left on device", "the last complete checkpoint is intact", "--ckpt_path last"
+    )
     assert calls == [1, 2]
     last = cli_inprocess.cwd / "out" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 1  # the first checkpoint, whole
@@ -261,8 +337,9 @@ def test_full_disk_during_the_config_write(cli_inprocess, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device", "out/config.yaml")
 
     monkeypatch.setattr(ArgumentParser, "save", full)
-    result = cli_inprocess(*TINY_VAE, "--trainer.max_steps", "2", "--trainer.logger", "false",
-                           "--trainer.default_root_dir", "out")
+    result = cli_inprocess(
+        *TINY_VAE, "--trainer.max_steps", "2", "--trainer.logger", "false", "--trainer.default_root_dir", "out"
+    )
     assert_one_line_error(result, "No space left on device (writing 'out/config.yaml')")
     assert not list(cli_inprocess.cwd.rglob("*.ckpt"))
 

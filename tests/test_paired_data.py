@@ -52,23 +52,27 @@ def test_first_sentence():
 
 def test_default_module_tokenizes_the_stdlib_task_once(tmp_path, stdlib_task, monkeypatch):
     monkeypatch.setattr("gen_lightning.data.paired.stdlib_code_summaries", lambda *_: stdlib_task)  # extracted once
-    dm = PairedTextDataModule(tokenizer="byte", max_source_len=128, max_target_len=48, truncate=True,
-                              cache_dir=str(tmp_path), batch_size=16)
+    dm = PairedTextDataModule(
+        tokenizer="byte", max_source_len=128, max_target_len=48, truncate=True, cache_dir=str(tmp_path), batch_size=16
+    )
     dm.prepare_data()
     dm.setup("fit")
     train, val, _ = stdlib_task
     assert dm.meta["train_pairs"] == len(train) == len(dm.train_set)
     assert dm.meta["val_pairs"] == len(val) and dm.meta["train_truncated"]["source"] > 0
     source, target = dm.train_set[0]
-    assert bytes(source.tolist()).decode() == train[0].source.encode()[:128].decode("utf-8", errors="ignore") \
+    assert (
+        bytes(source.tolist()).decode() == train[0].source.encode()[:128].decode("utf-8", errors="ignore")
         or len(source) == 128
+    )
     assert bytes(target.tolist()).decode() == train[0].target[:48] or len(target) == 48
     files = {p.name: p.stat().st_mtime_ns for p in dm.cache_dir.iterdir()}
     assert {"meta.json", "tokenizer.json", "train.source.bin", "val.offsets.npy"} <= set(files)
     # A second module with the same settings reads the cache: the task is not extracted again.
     monkeypatch.setattr("gen_lightning.data.paired.stdlib_code_summaries", lambda *_: pytest.fail("extracted again"))
-    again = PairedTextDataModule(tokenizer="byte", max_source_len=128, max_target_len=48, truncate=True,
-                                 cache_dir=str(tmp_path), batch_size=16)
+    again = PairedTextDataModule(
+        tokenizer="byte", max_source_len=128, max_target_len=48, truncate=True, cache_dir=str(tmp_path), batch_size=16
+    )
     again.prepare_data()
     assert {p.name: p.stat().st_mtime_ns for p in again.cache_dir.iterdir()} == files
 
@@ -122,12 +126,16 @@ def test_too_long_sides_are_an_error_or_truncated(tmp_path):
     pairs = toy_pairs(30) + [("def long():\n" + "    x = 1\n" * 50, "Too long.")] + toy_pairs(10)
     path = write_jsonl(tmp_path / "p.jsonl", pairs)
     dm = PairedTextDataModule(train_file=path, max_source_len=100, cache_dir=str(tmp_path / "cache"))
-    with pytest.raises(UserError, match=r"p.jsonl:31: the source is 512 tokens, longer than data.max_source_len 100; "
-                                        r"raise data.max_source_len or set data.truncate true"):
+    with pytest.raises(
+        UserError,
+        match=r"p.jsonl:31: the source is 512 tokens, longer than data.max_source_len 100; "
+        r"raise data.max_source_len or set data.truncate true",
+    ):
         dm.prepare_data()
     assert not (tmp_path / "cache").exists(), "nothing written"
-    target_limit = PairedTextDataModule(train_file=path, max_source_len=512, max_target_len=5,
-                                        cache_dir=str(tmp_path / "cache"))
+    target_limit = PairedTextDataModule(
+        train_file=path, max_source_len=512, max_target_len=5, cache_dir=str(tmp_path / "cache")
+    )
     with pytest.raises(UserError, match=r"p.jsonl:1: the target is 16 tokens.*max_target_len 5 \(and 36 more train"):
         target_limit.prepare_data()
     cut = PairedTextDataModule(train_file=path, max_source_len=100, truncate=True, cache_dir=str(tmp_path / "cache"))

@@ -14,16 +14,39 @@ import torch
 
 from tests.conftest import CONFIGS, cli_env, run_cli
 
-TINY_VAE = ["fit", "--config", CONFIGS / "vae/mlp_digits.yaml", "--model.hidden_dim", "16", "--model.latent_dim", "2",
-            "--data.batch_size", "64", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary",
-            "false", "--trainer.logger", "false", "--trainer.limit_val_batches", "1", "--trainer.callbacks", "[]",
-            "--trainer.default_root_dir", "out", "--checkpoint.every_n_train_steps", "5"]
+TINY_VAE = [
+    "fit",
+    "--config",
+    CONFIGS / "vae/mlp_digits.yaml",
+    "--model.hidden_dim",
+    "16",
+    "--model.latent_dim",
+    "2",
+    "--data.batch_size",
+    "64",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+    "--trainer.logger",
+    "false",
+    "--trainer.limit_val_batches",
+    "1",
+    "--trainer.callbacks",
+    "[]",
+    "--trainer.default_root_dir",
+    "out",
+    "--checkpoint.every_n_train_steps",
+    "5",
+]
 
 
 def _train_until_signalled(tmp_path, signum: int) -> tuple[subprocess.CompletedProcess, int]:
     """Start a long run, wait for its first checkpoint (training is under way), send `signum`."""
     cmd = [sys.executable, "-m", "gen_lightning", *map(str, TINY_VAE), "--trainer.max_steps", "1000000"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     last = tmp_path / "out/checkpoints/last.ckpt"
     deadline = time.time() + 120
     while not last.exists() and proc.poll() is None and time.time() < deadline:
@@ -46,6 +69,8 @@ def test_signal_saves_last_checkpoint_and_exits_cleanly(tmp_path, signum):
     if signum == signal.SIGTERM:  # the next start continues from that step (SIGUSR1: same file, same path)
         resumed = run_cli([*TINY_VAE, "--trainer.max_steps", step + 3, "--ckpt_path", "last"], tmp_path)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
-        assert "Restoring states from the checkpoint path at out/checkpoints/last.ckpt" in resumed.stdout + resumed.stderr
+        assert (
+            "Restoring states from the checkpoint path at out/checkpoints/last.ckpt" in resumed.stdout + resumed.stderr
+        )
         final = torch.load(tmp_path / "out/checkpoints/last.ckpt", weights_only=True)
         assert final["global_step"] == step + 3

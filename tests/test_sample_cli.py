@@ -13,8 +13,16 @@ from tests.helpers import QUIET_KEEP_SUMMARY
 
 
 def test_vae_checkpoint_samples_a_png_grid(cli):
-    fit = cli("fit", "--config", CONFIGS / "vae" / "mlp_digits.yaml", "--trainer.max_steps", 3,
-              "--trainer.limit_val_batches", 1, *QUIET_KEEP_SUMMARY)
+    fit = cli(
+        "fit",
+        "--config",
+        CONFIGS / "vae" / "mlp_digits.yaml",
+        "--trainer.max_steps",
+        3,
+        "--trainer.limit_val_batches",
+        1,
+        *QUIET_KEEP_SUMMARY,
+    )
     assert fit.returncode == 0, fit.stderr[-2000:]
     last = cli.cwd / "runs" / "checkpoints" / "last.ckpt"
     result = cli("sample", "--ckpt", last, "--n", 12, "--nrow", 4, "--out", "out/grid.png", "--device", "cpu")

@@ -28,8 +28,14 @@ def text_dm(tmp_path_factory):
     # ~40k bytes of text, so one epoch of tokens // block windows covers ~63% of it.
     words = ["".join(chr(97 + c) for c in rng.integers(0, 26, rng.integers(2, 9))) for _ in range(7000)]
     (folder / "corpus.txt").write_text(" ".join(words))
-    dm = TextDataModule(corpus=str(folder / "corpus.txt"), tokenizer="byte", block_size=BLOCK, batch_size=16,
-                        cache_dir=str(folder / "cache"), val_fraction=0.1)
+    dm = TextDataModule(
+        corpus=str(folder / "corpus.txt"),
+        tokenizer="byte",
+        block_size=BLOCK,
+        batch_size=16,
+        cache_dir=str(folder / "cache"),
+        val_fraction=0.1,
+    )
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -111,8 +117,10 @@ def test_validation_shards_hold_every_item_exactly_once(n):
     assert sorted(shards[0] + shards[1]) == dataset, "no item repeated, none left out"
 
 
-@pytest.mark.parametrize(("n", "world", "batch"), [(129, 2, 64), (257, 2, 64), (511, 2, 64), (65, 2, 32),
-                                                   (1001, 4, 50), (179, 2, 64), (10, 3, 4)])
+@pytest.mark.parametrize(
+    ("n", "world", "batch"),
+    [(129, 2, 64), (257, 2, 64), (511, 2, 64), (65, 2, 32), (1001, 4, 50), (179, 2, 64), (10, 3, 4)],
+)
 def test_validation_batches_are_as_many_on_every_rank(n, world, batch):
     # Sharded parameters (ZeRO-3, FSDP) make each forward a collective: one batch more on one rank would hang.
     size = even_batches_size(n, world, batch)

@@ -16,28 +16,45 @@ from gen_lightning.errors import UserError
 from gen_lightning.models import GPTModule, Seq2SeqModule
 from tests.helpers import TableLogger
 
-SMALL = dict(n_encoder_layer=2, n_decoder_layer=1, n_head=2, n_embd=32, source_block_size=64, target_block_size=33,
-             max_new_tokens=12, num_beams=2)
+SMALL = dict(
+    n_encoder_layer=2,
+    n_decoder_layer=1,
+    n_head=2,
+    n_embd=32,
+    source_block_size=64,
+    target_block_size=33,
+    max_new_tokens=12,
+    num_beams=2,
+)
 
 
 def toy_file(folder, n: int = 40) -> str:
     path = folder / "pairs.jsonl"
-    path.write_text("".join(json.dumps({"source": f"def f{i}(x):\n    return x + {i}", "target": f"Add {i}."}) + "\n"
-                            for i in range(n)))
+    path.write_text(
+        "".join(
+            json.dumps({"source": f"def f{i}(x):\n    return x + {i}", "target": f"Add {i}."}) + "\n" for i in range(n)
+        )
+    )
     return str(path)
 
 
 def attach(module, datamodule, world_size: int = 1):
     """A stand-in Trainer with what setup() and validation read."""
-    module.trainer = SimpleNamespace(datamodule=datamodule, ckpt_path=None, world_size=world_size,
-                                     strategy=SimpleNamespace())
+    module.trainer = SimpleNamespace(
+        datamodule=datamodule, ckpt_path=None, world_size=world_size, strategy=SimpleNamespace()
+    )
     return module
 
 
 @pytest.fixture
 def toy_data(tmp_path):
-    dm = PairedTextDataModule(train_file=toy_file(tmp_path), max_source_len=64, max_target_len=32, batch_size=4,
-                              cache_dir=str(tmp_path / "cache"))
+    dm = PairedTextDataModule(
+        train_file=toy_file(tmp_path),
+        max_source_len=64,
+        max_target_len=32,
+        batch_size=4,
+        cache_dir=str(tmp_path / "cache"),
+    )
     dm.prepare_data()
     dm.setup()
     return dm
@@ -54,8 +71,11 @@ def test_setup_names_the_fix_when_data_does_not_fit(toy_data, tmp_path):
     text = TextDataModule(corpus=toy_file(tmp_path), block_size=8, cache_dir=str(tmp_path / "c2"))
     with pytest.raises(UserError, match="set data.class_path to gen_lightning.data.PairedTextDataModule"):
         attach(Seq2SeqModule(**SMALL), text).setup("fit")
-    with pytest.raises(UserError, match=r"data.max_source_len is 64 but model.source_block_size is 32; "
-                                        r"set --model.source_block_size 64"):
+    with pytest.raises(
+        UserError,
+        match=r"data.max_source_len is 64 but model.source_block_size is 32; "
+        r"set --model.source_block_size 64",
+    ):
         attach(Seq2SeqModule(**{**SMALL, "source_block_size": 32}), toy_data).setup("fit")
     with pytest.raises(UserError, match=r"max_target_len \+ 1 \(start token\) is 33 but model.target_block_size is 32"):
         attach(Seq2SeqModule(**{**SMALL, "target_block_size": 32, "max_new_tokens": 8}), toy_data).setup("fit")
@@ -69,8 +89,10 @@ def gpt_checkpoint(folder, **overrides) -> str:
     torch.manual_seed(1)
     gpt = GPTModule(**{**dict(n_layer=2, n_head=2, n_embd=32, block_size=48), **overrides})
     path = folder / "gpt.ckpt"
-    torch.save({"state_dict": gpt.state_dict(), "hyper_parameters": dict(gpt.hparams),
-                "tokenizer": ByteTokenizer().to_json()}, path)
+    torch.save(
+        {"state_dict": gpt.state_dict(), "hyper_parameters": dict(gpt.hparams), "tokenizer": ByteTokenizer().to_json()},
+        path,
+    )
     return str(path)
 
 
@@ -86,8 +108,9 @@ def test_init_from_gpt_warm_starts_encoder_and_decoder(toy_data, tmp_path, caplo
         for i in range(layers):
             for name in ("attn.c_attn.weight", "attn.c_proj.bias", "mlp.c_fc.weight", "ln_1.weight", "ln_2.bias"):
                 module, param = name.rsplit(".", 1)
-                assert torch.equal(stack.h[i].get_submodule(module).get_parameter(param),
-                                   gpt[f"net.transformer.h.{i}.{name}"]), (stack, i, name)
+                assert torch.equal(
+                    stack.h[i].get_submodule(module).get_parameter(param), gpt[f"net.transformer.h.{i}.{name}"]
+                ), (stack, i, name)
         assert torch.equal(stack.ln_f.weight, gpt["net.transformer.ln_f.weight"])
     for embedding in (net.lm_head.weight, net.encoder.wte.weight):
         assert torch.equal(embedding, gpt["net.transformer.wte.weight"])
@@ -156,8 +179,9 @@ def test_validation_scores_the_generated_outputs_against_the_references(toy_data
 def test_translation_table_goes_to_loggers_and_the_run_folder(tmp_path):
     module = SimpleNamespace(validation_examples=[("def f(x):\n    return " + "x" * 50, "Ref.", "Out.")] * 3)
     table = TableLogger()
-    trainer = SimpleNamespace(global_step=10, is_global_zero=True, sanity_checking=False, loggers=[table],
-                              default_root_dir=str(tmp_path))
+    trainer = SimpleNamespace(
+        global_step=10, is_global_zero=True, sanity_checking=False, loggers=[table], default_root_dir=str(tmp_path)
+    )
     table.save_dir, table.name, table.version = str(tmp_path), "proj", "run1"
     callback = TranslationSamples(num_rows=2, max_source_chars=20)
     callback.on_validation_end(trainer, module)
@@ -176,11 +200,14 @@ def test_translation_table_goes_to_loggers_and_the_run_folder(tmp_path):
 def test_generate_targets_from_text(toy_data):
     module = attach(Seq2SeqModule(**SMALL), toy_data)
     module.setup("fit")
-    out = module.generate_targets(["def g(x):\n    return x", "def h():\n    pass"], max_new_tokens=8,
-                                  num_beams=3)
+    out = module.generate_targets(["def g(x):\n    return x", "def h():\n    pass"], max_new_tokens=8, num_beams=3)
     assert len(out) == 2 and all(isinstance(o, str) for o in out)
-    sampled = [module.generate_targets(["def g(x): pass"], 8, temperature=1.0, top_k=20,
-                                       generator=torch.Generator().manual_seed(s)) for s in (0, 0, 1)]
+    sampled = [
+        module.generate_targets(
+            ["def g(x): pass"], 8, temperature=1.0, top_k=20, generator=torch.Generator().manual_seed(s)
+        )
+        for s in (0, 0, 1)
+    ]
     assert sampled[0] == sampled[1]
     assert module.training  # generation restores train mode
     with pytest.raises(UserError, match="longer than the model's source_block_size 64"):

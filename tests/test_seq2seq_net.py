@@ -13,8 +13,15 @@ V, START = 40, 39
 
 def tiny(**overrides) -> Seq2Seq:
     torch.manual_seed(0)
-    config = dict(vocab_size=V, source_block_size=24, target_block_size=20, n_encoder_layer=2, n_decoder_layer=2,
-                  n_head=2, n_embd=32)
+    config = dict(
+        vocab_size=V,
+        source_block_size=24,
+        target_block_size=20,
+        n_encoder_layer=2,
+        n_decoder_layer=2,
+        n_head=2,
+        n_embd=32,
+    )
     model = Seq2Seq(Seq2SeqConfig(**{**config, **overrides})).eval()
     with torch.no_grad():  # an untrained tied model repeats its start token; larger weights give varied outputs
         for p in model.parameters():
@@ -83,8 +90,11 @@ def test_cached_decoding_in_chunks_equals_one_forward():
     memories = model.cross_memories(model.encode(source, mask))
     target = torch.randint(0, V - 1, (4, 10))
     caches = [KVCache() for _ in model.decoder.h]
-    chunks = [model.decode(target[:, :4], memories, mask, caches), model.decode(target[:, 4:5], memories, mask, caches),
-              model.decode(target[:, 5:], memories, mask, caches)]
+    chunks = [
+        model.decode(target[:, :4], memories, mask, caches),
+        model.decode(target[:, 4:5], memories, mask, caches),
+        model.decode(target[:, 5:], memories, mask, caches),
+    ]
     assert torch.allclose(torch.cat(chunks, dim=1), model(source, mask, target), atol=1e-5)
 
 
@@ -105,8 +115,9 @@ def test_beam_size_one_is_greedy_token_for_token_and_the_cache_changes_nothing(s
     assert torch.equal(greedy, model.generate(source, mask, 20, START, stop_token, use_cache=False))
     beam1 = model.beam_search(source, mask, 20, START, stop_token, num_beams=1)
     assert rows(beam1, stop_token) == rows(greedy, stop_token)
-    assert rows(model.beam_search(source, mask, 20, START, stop_token, num_beams=1, use_cache=False), stop_token) \
-        == rows(greedy, stop_token)
+    assert rows(
+        model.beam_search(source, mask, 20, START, stop_token, num_beams=1, use_cache=False), stop_token
+    ) == rows(greedy, stop_token)
     if stop == "early":
         lengths = {len(r) for r in rows(greedy, stop_token)}
         assert min(lengths) < 20 and len(lengths) > 1  # rows really stopped, at different steps
@@ -120,8 +131,9 @@ def test_beam_search_with_and_without_cache_gives_the_same_tokens():
     stop_token = stopping_token(model)
     for beams, penalty in ((2, 1.0), (4, 0.0), (4, 2.0)):
         cached = model.beam_search(source, mask, 20, START, stop_token, num_beams=beams, length_penalty=penalty)
-        uncached = model.beam_search(source, mask, 20, START, stop_token, num_beams=beams, length_penalty=penalty,
-                                     use_cache=False)
+        uncached = model.beam_search(
+            source, mask, 20, START, stop_token, num_beams=beams, length_penalty=penalty, use_cache=False
+        )
         assert torch.equal(cached, uncached)
 
 
@@ -142,8 +154,10 @@ def test_beam_search_returns_its_best_finished_hypothesis_by_score():
     # it is at least that of the greedy output, which a 4-beam search of this model also reaches.
     greedy = model.generate(source[:1], mask[:1], 20, START, stop)[0].tolist()
     greedy = greedy[: greedy.index(stop) + 1] if stop in greedy else greedy
-    assert sequence_log_prob(model, source[:1], mask[:1], best, stop) >= \
-        sequence_log_prob(model, source[:1], mask[:1], greedy, stop) - 1e-5
+    assert (
+        sequence_log_prob(model, source[:1], mask[:1], best, stop)
+        >= sequence_log_prob(model, source[:1], mask[:1], greedy, stop) - 1e-5
+    )
 
 
 def test_sampling_is_seeded_and_top_k_one_is_greedy():
@@ -151,8 +165,9 @@ def test_sampling_is_seeded_and_top_k_one_is_greedy():
     source, mask = padded_sources()
 
     def sample(seed, **kwargs):
-        return model.generate(source, mask, 12, START, -1, temperature=1.0,
-                              generator=torch.Generator().manual_seed(seed), **kwargs)
+        return model.generate(
+            source, mask, 12, START, -1, temperature=1.0, generator=torch.Generator().manual_seed(seed), **kwargs
+        )
 
     assert torch.equal(sample(0), sample(0)) and not torch.equal(sample(0), sample(1))
     assert torch.equal(sample(3, top_k=1), model.generate(source, mask, 12, START, -1))

@@ -45,13 +45,40 @@ def write_pairs(folder, pairs) -> str:
 def tiny_args(folder, train_file: str | None = None) -> list[str]:
     """Config + overrides of a ~10-20 s seq2seq run (its data file is written into `folder`)."""
     return [
-        "--config", str(CONFIGS / "seq2seq" / "code_summary.yaml"),
-        "--data.train_file", train_file or write_pairs(folder, toy_pairs()), "--data.max_val_pairs", "39",
-        "--data.tokenizer", "byte", "--data.max_source_len", "128", "--data.max_target_len", "24",
-        "--data.batch_size", "10", "--data.cache_dir", str(folder / "cache"),
-        "--model.n_encoder_layer", "1", "--model.n_decoder_layer", "1", "--model.n_head", "2", "--model.n_embd", "32",
-        "--model.num_beams", "2", "--model.max_new_tokens", "16", "--model.val_generate_batches", "null",
-        "--model.warmup_steps", "5", "--model.lr", "3e-3",
+        "--config",
+        str(CONFIGS / "seq2seq" / "code_summary.yaml"),
+        "--data.train_file",
+        train_file or write_pairs(folder, toy_pairs()),
+        "--data.max_val_pairs",
+        "39",
+        "--data.tokenizer",
+        "byte",
+        "--data.max_source_len",
+        "128",
+        "--data.max_target_len",
+        "24",
+        "--data.batch_size",
+        "10",
+        "--data.cache_dir",
+        str(folder / "cache"),
+        "--model.n_encoder_layer",
+        "1",
+        "--model.n_decoder_layer",
+        "1",
+        "--model.n_head",
+        "2",
+        "--model.n_embd",
+        "32",
+        "--model.num_beams",
+        "2",
+        "--model.max_new_tokens",
+        "16",
+        "--model.val_generate_batches",
+        "null",
+        "--model.warmup_steps",
+        "5",
+        "--model.lr",
+        "3e-3",
     ]
 
 
@@ -65,13 +92,40 @@ def in_tmp(tmp_path, monkeypatch):
 
 
 def fit(root, steps, *extra, folder=None):
-    main(["fit", *tiny_args(folder or root.parent), *QUIET, "--trainer.logger", "false", "--trainer.callbacks", "[]",
-          "--trainer.default_root_dir", str(root), "--trainer.max_steps", str(steps), *extra])
+    main(
+        [
+            "fit",
+            *tiny_args(folder or root.parent),
+            *QUIET,
+            "--trainer.logger",
+            "false",
+            "--trainer.callbacks",
+            "[]",
+            "--trainer.default_root_dir",
+            str(root),
+            "--trainer.max_steps",
+            str(steps),
+            *extra,
+        ]
+    )
 
 
 def test_tiny_run_trains_logs_and_writes_the_translation_table(in_tmp):
-    main(["fit", *tiny_args(in_tmp), *QUIET, "--trainer.max_steps", "30", "--trainer.val_check_interval", "15",
-          "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", "runs"])
+    main(
+        [
+            "fit",
+            *tiny_args(in_tmp),
+            *QUIET,
+            "--trainer.max_steps",
+            "30",
+            "--trainer.val_check_interval",
+            "15",
+            "--trainer.logger",
+            "lightning.pytorch.loggers.CSVLogger",
+            "--trainer.logger.save_dir",
+            "runs",
+        ]
+    )
     (metrics_csv,) = (in_tmp / "runs").rglob("metrics.csv")
     rows = metrics_csv.read_text().splitlines()
     header = rows[0].split(",")
@@ -100,8 +154,18 @@ def _max_difference(a_path, b_path) -> float:
 def test_resume_gives_the_same_parameters(in_tmp):
     # 100 training pairs in batches of 10: 10 steps per epoch; 8 + 8 steps cross the epoch boundary and the
     # validations at steps 5, 10 and 15; dropout (RNG state), warm-up + cosine (scheduler), bucket order (loader).
-    extra = ["--data.max_train_pairs", "100", "--trainer.val_check_interval", "5", "--model.dropout", "0.1",
-             "--model.decay_steps", "16", "--model.val_generate_batches", "1"]
+    extra = [
+        "--data.max_train_pairs",
+        "100",
+        "--trainer.val_check_interval",
+        "5",
+        "--model.dropout",
+        "0.1",
+        "--model.decay_steps",
+        "16",
+        "--model.val_generate_batches",
+        "1",
+    ]
     fit(in_tmp / "straight", 16, *extra)
     fit(in_tmp / "resumed", 8, *extra)
     half = torch.load(in_tmp / "resumed/checkpoints/last.ckpt", weights_only=True)
@@ -115,12 +179,21 @@ def test_resume_gives_the_same_parameters(in_tmp):
 
 
 BAD = [
-    ('{"source": "def f(): pass", "target": "F."}\n{"source": "def g(): pass"}\n', "pairs.jsonl",
-     ["pairs.jsonl:2", 'no "target" field']),
-    ('{"source": "def f(): pass", "target": "F."}\n{"source": "", "target": "G."}\n', "pairs.jsonl",
-     ["pairs.jsonl:2", "empty source"]),
-    ("def f(): pass\tF.\ndef g(): pass\tG.\textra\n", "pairs.tsv",
-     ["pairs.tsv:2", "3 tab-separated columns, expected 2"]),
+    (
+        '{"source": "def f(): pass", "target": "F."}\n{"source": "def g(): pass"}\n',
+        "pairs.jsonl",
+        ["pairs.jsonl:2", 'no "target" field'],
+    ),
+    (
+        '{"source": "def f(): pass", "target": "F."}\n{"source": "", "target": "G."}\n',
+        "pairs.jsonl",
+        ["pairs.jsonl:2", "empty source"],
+    ),
+    (
+        "def f(): pass\tF.\ndef g(): pass\tG.\textra\n",
+        "pairs.tsv",
+        ["pairs.tsv:2", "3 tab-separated columns, expected 2"],
+    ),
 ]
 
 
@@ -139,10 +212,12 @@ def test_a_source_over_the_limit_is_one_line_and_writes_no_data(cli_inprocess):
     pairs = toy_pairs(50)
     pairs[7]["source"] = "def long(self):\n" + "    x = 1\n" * 20
     write_pairs(cli_inprocess.cwd, pairs)
-    result = cli_inprocess("fit", *args, *QUIET, "--data.truncate", "false", "--trainer.max_steps", "2",
-                           "--trainer.logger", "false")
-    assert_one_line_error(result, "pairs.jsonl:8: the source is 216 tokens, longer than data.max_source_len 128",
-                           "set data.truncate true")
+    result = cli_inprocess(
+        "fit", *args, *QUIET, "--data.truncate", "false", "--trainer.max_steps", "2", "--trainer.logger", "false"
+    )
+    assert_one_line_error(
+        result, "pairs.jsonl:8: the source is 216 tokens, longer than data.max_source_len 128", "set data.truncate true"
+    )
     assert not (cli_inprocess.cwd / "cache").exists() and not list(cli_inprocess.cwd.rglob("*.ckpt"))
     assert not [p for p in cli_inprocess.cwd.rglob("*") if p.is_file() and p.name != "pairs.jsonl"]
 
@@ -152,13 +227,42 @@ def test_sample_writes_a_summary_of_the_prompt(in_tmp, capsys):
     from gen_lightning.commands import sample
 
     capsys.readouterr()
-    code = sample.main(["--ckpt", str(in_tmp / "run/checkpoints/last.ckpt"), "--prompt",
-                        "def close_file(self, file):\n    return self._close(file)", "--num-beams", "3",
-                        "--max-new-tokens", "12", "--device", "cpu"])
+    code = sample.main(
+        [
+            "--ckpt",
+            str(in_tmp / "run/checkpoints/last.ckpt"),
+            "--prompt",
+            "def close_file(self, file):\n    return self._close(file)",
+            "--num-beams",
+            "3",
+            "--max-new-tokens",
+            "12",
+            "--device",
+            "cpu",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and out.strip() and "def close_file" not in out  # the summary, not the prompt
-    sampled = [sample.main(["--ckpt", str(in_tmp / "run/checkpoints/last.ckpt"), "--prompt", "def f(x): pass",
-                            "--temperature", "1.0", "--top-k", "10", "--seed", "4", "--num-samples", "2",
-                            "--device", "cpu"]) for _ in range(2)]
+    sampled = [
+        sample.main(
+            [
+                "--ckpt",
+                str(in_tmp / "run/checkpoints/last.ckpt"),
+                "--prompt",
+                "def f(x): pass",
+                "--temperature",
+                "1.0",
+                "--top-k",
+                "10",
+                "--seed",
+                "4",
+                "--num-samples",
+                "2",
+                "--device",
+                "cpu",
+            ]
+        )
+        for _ in range(2)
+    ]
     outs = capsys.readouterr().out.split("-" * 40)
     assert sampled == [0, 0] and len(outs) == 3

@@ -28,9 +28,22 @@ from tests.slurm.probe import probe_config, probe_lines
 pytestmark = pytest.mark.slurm
 
 # A tiny run: the classic VAE, narrow, a few steps; one CPU per task.
-TINY = ["--config", CONFIGS / "trainer" / "multinode.yaml", "--config", CONFIGS / "vae" / "mlp_digits.yaml",
-        "--data.batch_size", 32, "--model.hidden_dim", 64, "--trainer.limit_val_batches", 2,
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+TINY = [
+    "--config",
+    CONFIGS / "trainer" / "multinode.yaml",
+    "--config",
+    CONFIGS / "vae" / "mlp_digits.yaml",
+    "--data.batch_size",
+    32,
+    "--model.hidden_dim",
+    64,
+    "--trainer.limit_val_batches",
+    2,
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+]
 
 
 def wait_for(condition, timeout: float, what: str, log: Path):
@@ -40,8 +53,10 @@ def wait_for(condition, timeout: float, what: str, log: Path):
         if value:
             return value
         if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}; log:\n"
-                                 + (log.read_text()[-4000:] if log.exists() else "(no log)"))
+            raise AssertionError(
+                f"timed out after {timeout} s waiting for {what}; log:\n"
+                + (log.read_text()[-4000:] if log.exists() else "(no log)")
+            )
         time.sleep(0.3)
 
 
@@ -61,15 +76,19 @@ def read(path: Path) -> str:
 
 
 def test_two_node_ddp_job_completes(cluster, tmp_path):
-    job = cluster.sbatch(tmp_path, [*TINY, "--config", probe_config(tmp_path),
-                                    "--trainer.max_steps", 6, "--trainer.val_check_interval", 3])
+    job = cluster.sbatch(
+        tmp_path,
+        [*TINY, "--config", probe_config(tmp_path), "--trainer.max_steps", 6, "--trainer.val_check_interval", 3],
+    )
     cluster.wait_until_gone(job, timeout=240)
     output = read(log_of(tmp_path, job))
     assert cluster.job_field(job, "JobState") == "COMPLETED", output[-4000:]
 
     ends = sorted(probe_lines(output, "end"), key=lambda e: e["rank"])
     assert [(e["rank"], e["node_rank"], e["node"], e["world"], e["step"]) for e in ends] == [
-        ("0", "0", "n1", "2", "6"), ("1", "1", "n2", "2", "6")]  # one process per node, one world of two
+        ("0", "0", "n1", "2", "6"),
+        ("1", "1", "n2", "2", "6"),
+    ]  # one process per node, one world of two
     assert "master n1:" in output  # the rendezvous is the first node, by name
     # One run, written once (by rank 0), in the W&B run folder named after the job.
     (last,) = tmp_path.glob("runs/*/ci-*/checkpoints/last.ckpt")
@@ -81,9 +100,20 @@ def test_two_node_ddp_job_completes(cluster, tmp_path):
 
 
 def test_requeued_job_resumes_from_its_checkpoints(cluster, tmp_path):
-    job = cluster.sbatch(tmp_path, [*TINY, "--config", probe_config(tmp_path, step_seconds=0.25),
-                                    "--trainer.max_steps", 40, "--trainer.val_check_interval", 20,
-                                    "--checkpoint.every_n_train_steps", 4])
+    job = cluster.sbatch(
+        tmp_path,
+        [
+            *TINY,
+            "--config",
+            probe_config(tmp_path, step_seconds=0.25),
+            "--trainer.max_steps",
+            40,
+            "--trainer.val_check_interval",
+            20,
+            "--checkpoint.every_n_train_steps",
+            4,
+        ],
+    )
     log = log_of(tmp_path, job)
     starts = lambda restarts: [s for s in probe_lines(read(log), "start") if s["restarts"] == str(restarts)]  # noqa: E731
 
@@ -101,13 +131,18 @@ def test_requeued_job_resumes_from_its_checkpoints(cluster, tmp_path):
     if Path(resumed_from).name == hpc.name:
         assert first_step == hpc_step > 0
     else:  # the run's last.ckpt, newer than hpc_ckpt_1 (by mtime, as the sbatch chooses)
-        assert Path(resumed_from).name == "last.ckpt" and first_step >= hpc_step > 0, (resumed_from, first_step, hpc_step)
+        assert Path(resumed_from).name == "last.ckpt" and first_step >= hpc_step > 0, (
+            resumed_from,
+            first_step,
+            hpc_step,
+        )
 
     # 2. A requeue without warning (node failure, preemption): the run's last.ckpt, written after the
     #    SIGUSR1 checkpoint, is the newer state and the restart must take it, not hpc_ckpt_1.
     (last,) = wait_for(lambda: list(tmp_path.glob(f"runs/*/ci-{job}/checkpoints/last.ckpt")), 60, "last.ckpt", log)
-    saved_step = wait_for(lambda: (step := global_step(last)) > hpc_step and step, 120,
-                          "a last.ckpt beyond the SIGUSR1 checkpoint", log)
+    saved_step = wait_for(
+        lambda: (step := global_step(last)) > hpc_step and step, 120, "a last.ckpt beyond the SIGUSR1 checkpoint", log
+    )
     cluster.run("scontrol", "requeue", job)
     second = wait_for(lambda: len(starts(2)) == 2 and starts(2), 180, "the restart after scontrol requeue", log)
     step = int(second[0]["step"])

@@ -12,7 +12,14 @@ from tests.slurm.fake_slurm import job_env, run_batch_script
 
 TRAIN = REPO / "launch" / "slurm" / "train.sbatch"
 SWEEP = REPO / "launch" / "slurm" / "sweep.sbatch"
-USER_ARGS = ["--config", "configs/trainer/multinode.yaml", "--config", "configs/gpt/nano_stdlib.yaml", "--model.lr", "3e-4"]
+USER_ARGS = [
+    "--config",
+    "configs/trainer/multinode.yaml",
+    "--config",
+    "configs/gpt/nano_stdlib.yaml",
+    "--model.lr",
+    "3e-4",
+]
 
 
 def value_after(args: list[str], flag: str) -> str:
@@ -24,18 +31,30 @@ def test_first_start_runs_fit_on_every_task_with_the_allocation_layout(tmp_path)
     assert result.returncode == 0, result.stderr
     assert srun[0] == "--kill-on-bad-exit=1"
     fit = srun.index("fit")
-    assert srun[fit + 1:fit + 1 + len(USER_ARGS)] == USER_ARGS
+    assert srun[fit + 1 : fit + 1 + len(USER_ARGS)] == USER_ARGS
     assert value_after(srun, "--trainer.num_nodes") == "2" and value_after(srun, "--trainer.devices") == "4"
     assert value_after(srun, "--trainer.default_root_dir") == "runs/slurm/77"
     assert "--ckpt_path" not in srun
-    assert env == {"MASTER_ADDR": "n7", "MASTER_PORT": str(20000 + 77), "SRUN_CPUS_PER_TASK": "8",
-                   "WANDB_MODE": "offline", "WANDB_RESUME": "allow", "WANDB_RUN_ID": "test-77"}
+    assert env == {
+        "MASTER_ADDR": "n7",
+        "MASTER_PORT": str(20000 + 77),
+        "SRUN_CPUS_PER_TASK": "8",
+        "WANDB_MODE": "offline",
+        "WANDB_RESUME": "allow",
+        "WANDB_RUN_ID": "test-77",
+    }
     assert "wandb sync" in result.stdout
 
 
 def test_genl_args_and_cmd_extend_the_command(tmp_path):
-    result, srun, _ = run_batch_script(TRAIN, tmp_path, USER_ARGS, GENL_CMD="python3 -m gen_lightning",
-                                       GENL_ARGS="--trainer.max_steps 9", **job_env(5, nodes=1, tasks_per_node=1))
+    result, srun, _ = run_batch_script(
+        TRAIN,
+        tmp_path,
+        USER_ARGS,
+        GENL_CMD="python3 -m gen_lightning",
+        GENL_ARGS="--trainer.max_steps 9",
+        **job_env(5, nodes=1, tasks_per_node=1),
+    )
     assert result.returncode == 0, result.stderr
     assert srun[1:5] == ["python3", "-m", "gen_lightning", "fit"]
     assert value_after(srun, "--trainer.max_steps") == "9"
@@ -88,7 +107,18 @@ def test_sweep_array_task_is_a_worker_on_the_shared_study(tmp_path):
     args = ["configs/sweeps/vae_mlp_digits.yaml", "--count", "4", "--", "--trainer.max_epochs=1"]
     result, srun, _ = run_batch_script(SWEEP, tmp_path, args, GENL_CMD="python3 -m gen_lightning", **env)
     assert result.returncode == 0, result.stderr
-    assert srun == ["--kill-on-bad-exit=1", "--ntasks=1", "python3", "-m", "gen_lightning", "sweep",
-                    "configs/sweeps/vae_mlp_digits.yaml", "--local", "--storage", "journal", *args[1:]]
+    assert srun == [
+        "--kill-on-bad-exit=1",
+        "--ntasks=1",
+        "python3",
+        "-m",
+        "gen_lightning",
+        "sweep",
+        "configs/sweeps/vae_mlp_digits.yaml",
+        "--local",
+        "--storage",
+        "journal",
+        *args[1:],
+    ]
     _, srun, _ = run_batch_script(SWEEP, tmp_path, args, GENL_SWEEP_STORAGE="sqlite:////shared/s.db", **env)
     assert srun[srun.index("--storage") + 1] == "sqlite:////shared/s.db"

@@ -15,11 +15,19 @@ from tests.conftest import CONFIGS, REPO, cli_env
 
 @pytest.mark.parametrize("args", [["--help"], ["-h"]])
 def test_verb_list_imports_no_torch_or_lightning(args):
-    probe = ("import sys\nfrom gen_lightning.__main__ import main\ntry:\n    main(%r)\nexcept SystemExit as e:\n"
-             "    code = e.code\nheavy = sorted(m for m in sys.modules if m.split('.')[0] in "
-             "('torch', 'lightning', 'numpy', 'jsonargparse'))\nprint('HEAVY', heavy, 'EXIT', code)" % args)
-    proc = subprocess.run([sys.executable, "-c", probe], check=False, cwd=REPO, env=cli_env(PYTHONPATH=str(REPO)),
-                          capture_output=True, text=True)
+    probe = (
+        "import sys\nfrom gen_lightning.__main__ import main\ntry:\n    main(%r)\nexcept SystemExit as e:\n"
+        "    code = e.code\nheavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'lightning', 'numpy', 'jsonargparse'))\nprint('HEAVY', heavy, 'EXIT', code)" % args
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe],
+        check=False,
+        cwd=REPO,
+        env=cli_env(PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY [] EXIT 0" in proc.stdout
     listed = [line.split()[0] for line in proc.stdout.splitlines() if line.startswith("  ")]

@@ -12,8 +12,14 @@ from gen_lightning.errors import UserError
 from tests.conftest import CONFIGS, cli_env
 from tests.slurm.fake_slurm import fake_slurm_bin, job_env, run_batch_script
 
-EXPERIMENT = ["--config", str(CONFIGS / "trainer" / "multinode.yaml"), "--config", str(CONFIGS / "vae" / "mlp_digits.yaml"),
-              "--model.lr", "3e-4"]
+EXPERIMENT = [
+    "--config",
+    str(CONFIGS / "trainer" / "multinode.yaml"),
+    "--config",
+    str(CONFIGS / "vae" / "mlp_digits.yaml"),
+    "--model.lr",
+    "3e-4",
+]
 OPTIONS = ["--nodes", "2", "--gpus-per-node", "4", "--time", "01:30:00", "--partition", "gpu"]
 
 
@@ -21,20 +27,30 @@ def test_dry_run_prints_a_batch_script_that_runs_the_experiment(cli):
     result = cli("submit", *OPTIONS, "--dry-run", *EXPERIMENT)
     assert result.returncode == 0, result.stderr
     script = result.stdout
-    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4",
-                 "#SBATCH --time=01:30:00", "#SBATCH --partition=gpu", "#SBATCH --job-name=gl-mlp_digits",
-                 f"#SBATCH --chdir={cli.cwd}", "#SBATCH --signal=SIGUSR1@90", "#SBATCH --requeue"):
+    for line in (
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=4",
+        "#SBATCH --gpus-per-node=4",
+        "#SBATCH --time=01:30:00",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --job-name=gl-mlp_digits",
+        f"#SBATCH --chdir={cli.cwd}",
+        "#SBATCH --signal=SIGUSR1@90",
+        "#SBATCH --requeue",
+    ):
         assert line in script.splitlines(), line
     assert not (cli.cwd / "runs").exists()  # a dry run writes nothing
     path = cli.cwd / "job.sbatch"
     path.write_text(script)
     assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
     # Run as Slurm would: the baked-in experiment, then what sbatch's command line adds, on this Python.
-    done, srun, _ = run_batch_script(path, cli.cwd, ["--trainer.max_steps", "7"], **job_env(9, nodes=2, tasks_per_node=4))
+    done, srun, _ = run_batch_script(
+        path, cli.cwd, ["--trainer.max_steps", "7"], **job_env(9, nodes=2, tasks_per_node=4)
+    )
     assert done.returncode == 0, done.stderr
     fit = srun.index("fit")
     assert srun[1:fit] == [sys.executable, "-m", "gen_lightning"]
-    assert srun[fit + 1:fit + 1 + len(EXPERIMENT) + 2] == [*EXPERIMENT, "--trainer.max_steps", "7"]
+    assert srun[fit + 1 : fit + 1 + len(EXPERIMENT) + 2] == [*EXPERIMENT, "--trainer.max_steps", "7"]
 
 
 def test_submit_writes_the_script_and_hands_it_to_sbatch(cli):

@@ -25,8 +25,9 @@ from tests.sweep_helpers import TINY, VAE, states, study_of, sweep_cmd, sweep_te
 SWEEPS = sorted((CONFIGS / "sweeps").glob("*.yaml"))
 
 
-def write_sweep(path: Path, parameters: str, configs: list[Path], method: str = "grid", metric: str = "val/elbo",
-                more: str = "") -> Path:
+def write_sweep(
+    path: Path, parameters: str, configs: list[Path], method: str = "grid", metric: str = "val/elbo", more: str = ""
+) -> Path:
     command = "\n".join(f"  - --config\n  - {c}" for c in configs)
     path.write_text(
         f"method: {method}\nmetric:\n  name: {metric}\n  goal: maximize\n{more}parameters:\n"
@@ -96,7 +97,8 @@ def test_random_and_bayes_draws_depend_on_the_seed_and_the_trial_number(tmp_path
     from gen_lightning.sweeps.spec import load_sweep
 
     for method in ("random", "bayes"):
-        (tmp_path / "r.yaml").write_text(textwrap.dedent(f"""
+        (tmp_path / "r.yaml").write_text(
+            textwrap.dedent(f"""
             method: {method}
             metric: {{name: val/loss}}
             parameters:
@@ -104,7 +106,8 @@ def test_random_and_bayes_draws_depend_on_the_seed_and_the_trial_number(tmp_path
               model.latent_dim: {{min: 2, max: 9}}
               model.net: {{values: [mlp, conv]}}
             command: [gen-lightning, fit, '${{args}}']
-            """))
+            """)
+        )
         spec = load_sweep(tmp_path / "r.yaml")
         draws = ask_all(spec, 12)
         assert draws == ask_all(spec, 12), f"{method}: one seed gives one sequence"
@@ -113,20 +116,29 @@ def test_random_and_bayes_draws_depend_on_the_seed_and_the_trial_number(tmp_path
         assert {d["model.net"] for d in draws} == {"mlp", "conv"} and len({d["model.lr"] for d in draws}) == 12
 
 
-@pytest.mark.parametrize("parameter, expected", [
-    ({"values": [1, 2]}, "CategoricalDistribution(choices=(1, 2))"),
-    ({"value": 0.5}, "CategoricalDistribution(choices=(0.5,))"),
-    ({"distribution": "constant", "value": "mlp"}, "CategoricalDistribution(choices=('mlp',))"),
-    ({"min": 2, "max": 9}, "IntDistribution(high=9, log=False, low=2, step=1)"),
-    ({"distribution": "int_uniform", "min": 2, "max": 9}, "IntDistribution(high=9, log=False, low=2, step=1)"),
-    ({"min": 0.1, "max": 0.9}, "FloatDistribution(high=0.9, log=False, low=0.1, step=None)"),
-    ({"distribution": "q_uniform", "min": 0.0, "max": 1.0, "q": 0.25},
-     "FloatDistribution(high=1.0, log=False, low=0.0, step=0.25)"),
-    ({"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2},
-     "FloatDistribution(high=0.01, log=True, low=0.0001, step=None)"),
-    ({"distribution": "q_log_uniform_values", "min": 16, "max": 512},
-     "IntDistribution(high=512, log=True, low=16, step=1)"),
-])
+@pytest.mark.parametrize(
+    "parameter, expected",
+    [
+        ({"values": [1, 2]}, "CategoricalDistribution(choices=(1, 2))"),
+        ({"value": 0.5}, "CategoricalDistribution(choices=(0.5,))"),
+        ({"distribution": "constant", "value": "mlp"}, "CategoricalDistribution(choices=('mlp',))"),
+        ({"min": 2, "max": 9}, "IntDistribution(high=9, log=False, low=2, step=1)"),
+        ({"distribution": "int_uniform", "min": 2, "max": 9}, "IntDistribution(high=9, log=False, low=2, step=1)"),
+        ({"min": 0.1, "max": 0.9}, "FloatDistribution(high=0.9, log=False, low=0.1, step=None)"),
+        (
+            {"distribution": "q_uniform", "min": 0.0, "max": 1.0, "q": 0.25},
+            "FloatDistribution(high=1.0, log=False, low=0.0, step=0.25)",
+        ),
+        (
+            {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2},
+            "FloatDistribution(high=0.01, log=True, low=0.0001, step=None)",
+        ),
+        (
+            {"distribution": "q_log_uniform_values", "min": 16, "max": 512},
+            "IntDistribution(high=512, log=True, low=16, step=1)",
+        ),
+    ],
+)
 def test_wandb_distributions_map_onto_optuna(parameter, expected):
     from gen_lightning.sweeps.spec import to_distribution
 
@@ -142,7 +154,11 @@ def test_log_uniform_is_the_log_uniform_over_exp_bounds_and_hyperband_maps_onto_
     assert d.log and d.low == pytest.approx(1e-4) and d.high == pytest.approx(1e-2)
     pruner = pruner_for({"type": "hyperband", "min_iter": 2, "eta": 3})
     assert (type(pruner).__name__, pruner._min_resource, pruner._max_resource, pruner._reduction_factor) == (
-        "HyperbandPruner", 2, "auto", 3)
+        "HyperbandPruner",
+        2,
+        "auto",
+        3,
+    )
     pruner = pruner_for({"type": "hyperband", "max_iter": 27, "s": 2, "eta": 3})  # W&B's brackets at 9 and 3
     assert (pruner._min_resource, pruner._max_resource) == (3, 27)
     assert type(pruner_for(None)).__name__ == "NopPruner"
@@ -152,17 +168,26 @@ def test_command_is_expanded_as_wandb_agent_does(tmp_path, monkeypatch):
     from gen_lightning.sweeps.spec import expand_command, load_sweep
 
     monkeypatch.setenv("DATA_ROOT", "/scratch/data")
-    (tmp_path / "g.yaml").write_text(textwrap.dedent("""
+    (tmp_path / "g.yaml").write_text(
+        textwrap.dedent("""
         method: grid
         metric: {name: val/elbo}
         parameters:
           model.beta: {values: [1.0, 0.5]}
           model.lr: {values: [0.1, 0.2, 0.3]}
         command: ['${env}', gen-lightning, fit, --data.root, '${envvar:DATA_ROOT}', '${args}']
-        """))
+        """)
+    )
     spec = load_sweep(tmp_path / "g.yaml")
     assert expand_command(spec, {"model.beta": 0.5, "model.lr": 0.2}) == [
-        "/usr/bin/env", "gen-lightning", "fit", "--data.root", "/scratch/data", "--model.beta=0.5", "--model.lr=0.2"]
+        "/usr/bin/env",
+        "gen-lightning",
+        "fit",
+        "--data.root",
+        "/scratch/data",
+        "--model.beta=0.5",
+        "--model.lr=0.2",
+    ]
 
 
 def test_the_budget_is_counted_by_trial_numbers_and_a_rerun_replaces_its_original():
@@ -205,7 +230,9 @@ def test_a_changed_sweep_file_or_a_folder_of_another_study_is_refused(tmp_path):
     open_study(load_sweep(tmp_path / "s.yaml"), url, None, 0)
     open_study(load_sweep(tmp_path / "s.yaml"), url, None, 0)  # the same file joins the study
     (tmp_path / "s.yaml").write_text(sweep_text(parameters="{model.lr: {values: [0.1, 0.3]}}"))
-    with pytest.raises(UserError, match=r"study 's' in .* was made from another version of .*s.yaml \(parameters differ"):
+    with pytest.raises(
+        UserError, match=r"study 's' in .* was made from another version of .*s.yaml \(parameters differ"
+    ):
         open_study(load_sweep(tmp_path / "s.yaml"), url, None, 0)
     (tmp_path / "0").mkdir()
     (tmp_path / "0" / "state.json").write_text(json.dumps({"index": 0, "params": {}, "status": "done"}))
@@ -216,18 +243,36 @@ def test_a_changed_sweep_file_or_a_folder_of_another_study_is_refused(tmp_path):
 # -- mistakes: one line, exit 2, nothing started --------------------------------------------------------
 BAD_INPUTS = {
     "unknown method": (sweep_text(method="hyperopt"), [], "unknown method 'hyperopt'; use one of grid, random, bayes"),
-    "no Optuna equivalent": (sweep_text("random", "{model.lr: {distribution: normal, mu: 0.001, sigma: 0.0001}}"),
-                             ["--count", "2"], "parameter model.lr: distribution 'normal' has no Optuna equivalent"),
-    "empty values": (sweep_text(parameters="{model.lr: {values: []}}"), [],
-                     "parameter model.lr: `values` must be a non-empty list"),
-    "parameter the CLI refuses": (sweep_text(parameters="{model.lrr: {values: [0.1]}}"), [],
-                                  "a configuration (model.lrr=0.1) is rejected"),
-    "journal in a missing folder": (sweep_text(), ["--storage", "/nonexistent/sweeps/study.journal"],
-                                    "cannot open the study storage '/nonexistent/sweeps/study.journal'"),
-    "database that cannot be opened": (sweep_text(), ["--storage", "sqlite:////nonexistent/study.db"],
-                                       "cannot open the study storage 'sqlite:////nonexistent/study.db'"),
-    "unknown database": (sweep_text(), ["--storage", "nosuchdb://host/study"],
-                         "cannot open the study storage 'nosuchdb://host/study'"),
+    "no Optuna equivalent": (
+        sweep_text("random", "{model.lr: {distribution: normal, mu: 0.001, sigma: 0.0001}}"),
+        ["--count", "2"],
+        "parameter model.lr: distribution 'normal' has no Optuna equivalent",
+    ),
+    "empty values": (
+        sweep_text(parameters="{model.lr: {values: []}}"),
+        [],
+        "parameter model.lr: `values` must be a non-empty list",
+    ),
+    "parameter the CLI refuses": (
+        sweep_text(parameters="{model.lrr: {values: [0.1]}}"),
+        [],
+        "a configuration (model.lrr=0.1) is rejected",
+    ),
+    "journal in a missing folder": (
+        sweep_text(),
+        ["--storage", "/nonexistent/sweeps/study.journal"],
+        "cannot open the study storage '/nonexistent/sweeps/study.journal'",
+    ),
+    "database that cannot be opened": (
+        sweep_text(),
+        ["--storage", "sqlite:////nonexistent/study.db"],
+        "cannot open the study storage 'sqlite:////nonexistent/study.db'",
+    ),
+    "unknown database": (
+        sweep_text(),
+        ["--storage", "nosuchdb://host/study"],
+        "cannot open the study storage 'nosuchdb://host/study'",
+    ),
 }
 
 
@@ -247,21 +292,30 @@ def test_bad_input_is_one_line_exit_2_and_nothing_starts(case, tmp_path, capsys,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"], "nothing was created, nothing ran"
 
 
-@pytest.mark.parametrize("body, message", [
-    (sweep_text(parameters="{model.lr: {min: 0.1, max: 1.0}}"), "a grid needs `values`"),
-    (sweep_text("random", "{model.lr: {distribution: beta}}"), "distribution 'beta' has no Optuna equivalent"),
-    (sweep_text("random", "{model.lr: {distribution: gamma}}"), "distribution 'gamma' is not a W&B distribution"),
-    (sweep_text("random", "{model.lr: {values: [1, 2], probabilities: [0.9, 0.1]}}"),
-     "`probabilities` has no Optuna equivalent"),
-    (sweep_text("random", "{model.bs: {distribution: q_log_uniform_values, min: 8, max: 512, q: 8}}"),
-     "q_log_uniform_values with q=8, min=8 has no Optuna equivalent"),
-    (sweep_text("bayes", more="early_terminate: {type: hyperband, min_iter: 1, strict: true}\n"),
-     "strict has no Optuna equivalent"),
-    (sweep_text("bayes", more="early_terminate: {type: envelope}\n"), "type 'envelope' is not supported"),
-    (sweep_text(metric=""), "the study needs the metric it optimizes"),
-    (sweep_text(command="[gen-lightning, fit]"), "must be a list ending in ${args}"),
-    (sweep_text(more="sampler: tpe\n"), "sampler is not a W&B sweep key"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (sweep_text(parameters="{model.lr: {min: 0.1, max: 1.0}}"), "a grid needs `values`"),
+        (sweep_text("random", "{model.lr: {distribution: beta}}"), "distribution 'beta' has no Optuna equivalent"),
+        (sweep_text("random", "{model.lr: {distribution: gamma}}"), "distribution 'gamma' is not a W&B distribution"),
+        (
+            sweep_text("random", "{model.lr: {values: [1, 2], probabilities: [0.9, 0.1]}}"),
+            "`probabilities` has no Optuna equivalent",
+        ),
+        (
+            sweep_text("random", "{model.bs: {distribution: q_log_uniform_values, min: 8, max: 512, q: 8}}"),
+            "q_log_uniform_values with q=8, min=8 has no Optuna equivalent",
+        ),
+        (
+            sweep_text("bayes", more="early_terminate: {type: hyperband, min_iter: 1, strict: true}\n"),
+            "strict has no Optuna equivalent",
+        ),
+        (sweep_text("bayes", more="early_terminate: {type: envelope}\n"), "type 'envelope' is not supported"),
+        (sweep_text(metric=""), "the study needs the metric it optimizes"),
+        (sweep_text(command="[gen-lightning, fit]"), "must be a list ending in ${args}"),
+        (sweep_text(more="sampler: tpe\n"), "sampler is not a W&B sweep key"),
+    ],
+)
 def test_sweep_file_mistakes_are_named(tmp_path, body, message):
     import re
 
@@ -276,10 +330,14 @@ def test_sweep_file_mistakes_are_named(tmp_path, body, message):
 # -- running trials ---------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_failed_trial_is_recorded_and_an_interrupted_sweep_resumes(tmp_path):
-    sweep = write_sweep(tmp_path / "bs.yaml", """
+    sweep = write_sweep(
+        tmp_path / "bs.yaml",
+        """
         data.batch_size:
           values: [0, 16]
-        """, [VAE])
+        """,
+        [VAE],
+    )
     sweep_dir = tmp_path / "runs" / "sweeps" / "bs"
     args = sweep_cmd(sweep, "--", *TINY, "--trainer.max_epochs=15")
     env = cli_env()  # WANDB_MODE=disabled: nothing of W&B may be written
@@ -288,9 +346,15 @@ def test_failed_trial_is_recorded_and_an_interrupted_sweep_resumes(tmp_path):
         proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
         # The batch size 0 trial fails; stop the sweep with SIGTERM while the other one trains (has a last.ckpt).
         deadline = time.time() + 300
-        while not (running := [n for n, s in states(sweep_dir).items() if s["status"] == "running"
-                               and s["params"]["data.batch_size"] == 16
-                               and list((sweep_dir / str(n)).rglob("last.ckpt"))]):
+        while not (
+            running := [
+                n
+                for n, s in states(sweep_dir).items()
+                if s["status"] == "running"
+                and s["params"]["data.batch_size"] == 16
+                and list((sweep_dir / str(n)).rglob("last.ckpt"))
+            ]
+        ):
             if proc.poll() is not None or time.time() > deadline:
                 proc.kill()
                 pytest.fail(f"the batch size 16 trial never trained:\n{log.read_text()[-3000:]}")
@@ -322,7 +386,7 @@ def test_failed_trial_is_recorded_and_an_interrupted_sweep_resumes(tmp_path):
     assert not list(tmp_path.rglob("wandb")), "WANDB_MODE=disabled writes nothing"
 
 
-RECORDER = '''
+RECORDER = """
 import json, os
 from lightning.pytorch.callbacks import Callback
 
@@ -332,7 +396,7 @@ class RecordHparams(Callback):
         with open(out, "w") as f:
             json.dump({"hparams": dict(pl_module.hparams), "world_size": trainer.world_size,
                        "global_step": trainer.global_step, "epoch": trainer.current_epoch}, f)
-'''
+"""
 
 
 @pytest.mark.slow
@@ -344,13 +408,18 @@ def test_ddp_trial_gets_its_parameters_on_every_rank_and_all_ranks_stop_when_pru
 
     (tmp_path / "recorder.py").write_text(RECORDER)
     (tmp_path / "record.yaml").write_text("trainer:\n  callbacks:\n    - class_path: recorder.RecordHparams\n")
-    sweep = write_sweep(tmp_path / "ddp.yaml", """
+    sweep = write_sweep(
+        tmp_path / "ddp.yaml",
+        """
         model.lr:
           value: 0.0456
         model.latent_dim:
           value: 7
-        """, [CONFIGS / "trainer" / "ddp.yaml", VAE, tmp_path / "record.yaml"], method="random",
-        more="early_terminate: {type: hyperband, min_iter: 1, eta: 4}\n")
+        """,
+        [CONFIGS / "trainer" / "ddp.yaml", VAE, tmp_path / "record.yaml"],
+        method="random",
+        more="early_terminate: {type: hyperband, min_iter: 1, eta: 4}\n",
+    )
     # A finished trial far ahead at its validations: the DDP trial is behind at its first one and is pruned
     # there (one hyperband bracket: log_4 of 2 + 1 validations is < 1; `completed_rung_0` is what Optuna's
     # successive halving records of a trial that reached the first rung).
@@ -358,16 +427,39 @@ def test_ddp_trial_gets_its_parameters_on_every_rank_and_all_ranks_stop_when_pru
     sweep_dir.mkdir(parents=True)
     spec = load_sweep(sweep)
     study = open_study(spec, storage_url(None, sweep_dir), None, 0)
-    study.add_trial(optuna.trial.create_trial(params={"model.lr": 0.0456, "model.latent_dim": 7},
-                                              distributions=spec.distributions, value=0.0,
-                                              intermediate_values={1: 0.0, 2: 0.0},
-                                              system_attrs={"completed_rung_0": 0.0}))
-    env = cli_env(WANDB_MODE="offline", RECORD_DIR=str(tmp_path),
-                  PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"model.lr": 0.0456, "model.latent_dim": 7},
+            distributions=spec.distributions,
+            value=0.0,
+            intermediate_values={1: 0.0, 2: 0.0},
+            system_attrs={"completed_rung_0": 0.0},
+        )
+    )
+    env = cli_env(
+        WANDB_MODE="offline",
+        RECORD_DIR=str(tmp_path),
+        PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+    )
     result = subprocess.run(
-        sweep_cmd(sweep, "--count", "5", "--index", "3", "--", "--trainer.max_epochs=3", "--trainer.limit_train_batches=3",
-                  "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false"),
-        check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        sweep_cmd(
+            sweep,
+            "--count",
+            "5",
+            "--index",
+            "3",
+            "--",
+            "--trainer.max_epochs=3",
+            "--trainer.limit_train_batches=3",
+            "--trainer.limit_val_batches=1",
+            "--trainer.enable_progress_bar=false",
+        ),
+        check=False,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]

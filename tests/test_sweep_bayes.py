@@ -23,8 +23,16 @@ def test_bayes_sweep_with_hyperband_prunes_trials_and_prints_the_best_the_study_
     (tmp_path / "configs").symlink_to(CONFIGS)
     sweep_dir = tmp_path / "runs" / "sweeps" / "vae_bayes_hyperband"
     result = subprocess.run(
-        sweep_cmd(Path("configs/sweeps/vae_bayes_hyperband.yaml"), "--count", "4", "--", *TINY, "--trainer.max_epochs=3"),
-        check=False, cwd=tmp_path, env=cli_env(WANDB_MODE="offline"), capture_output=True, text=True, timeout=900)
+        sweep_cmd(
+            Path("configs/sweeps/vae_bayes_hyperband.yaml"), "--count", "4", "--", *TINY, "--trainer.max_epochs=3"
+        ),
+        check=False,
+        cwd=tmp_path,
+        env=cli_env(WANDB_MODE="offline"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
 
@@ -59,19 +67,27 @@ def test_bayes_sweep_with_hyperband_prunes_trials_and_prints_the_best_the_study_
     best = study_of(sweep_dir, "vae_bayes_hyperband").best_trial
     assert best in complete
     assert f"best: trial {best.number} val/elbo={best.value!r} {json.dumps(best.params)}" in output
-    table = output[output.index("sweep vae_bayes_hyperband (bayes): 4 trials of 4"):]
+    table = output[output.index("sweep vae_bayes_hyperband (bayes): 4 trials of 4") :]
     first_row = next(line for line in table.splitlines() if line.startswith("│"))
     assert f"│     {best.number} │" in first_row and "★" in first_row
     assert sum("pruned @ 2" in line for line in table.splitlines()) == len(pruned)
-    records = subprocess.run(["wandb", "leet", "inspect", "--json", str(run)], check=False, capture_output=True,
-                             text=True, env=cli_env(), timeout=120)
+    records = subprocess.run(
+        ["wandb", "leet", "inspect", "--json", str(run)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+    )
     assert '"run_group":"vae_bayes_hyperband"' in records.stdout  # the run record holds the group
 
     # The sweep's W&B summary run: the table ranking the trials, best first, as the study holds them.
     (summary_run,) = (sweep_dir / "wandb").glob("offline-run-*")
     seen = wandb_run(summary_run)
     assert seen["name"] == "vae_bayes_hyperband-summary" and seen["summary"]["best/trial"] == best.number
-    assert seen["summary"]["best/val/elbo"] == best.value and seen["summary"]["best/model.lr"] == best.params["model.lr"]
+    assert (
+        seen["summary"]["best/val/elbo"] == best.value and seen["summary"]["best/model.lr"] == best.params["model.lr"]
+    )
     assert seen["summary"]["trials/complete"] == len(complete) and seen["summary"]["trials/pruned"] == len(pruned)
     table = json.loads((summary_run / "files" / seen["summary"]["sweep/trials"]["path"]).read_text())
     column = {name: i for i, name in enumerate(table["columns"])}

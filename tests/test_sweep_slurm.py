@@ -25,9 +25,27 @@ def test_two_array_tasks_on_two_nodes_share_one_journal_study(cluster, tmp_path)
     env = cli_env(**cluster.env, GENL_CMD=f"{sys.executable} -m gen_lightning")  # WANDB_MODE=disabled
     # --exclusive: a whole node per task, so the two workers run on n1 and n2.
     submit = subprocess.run(
-        ["sbatch", "--parsable", "--array=0-1", "--exclusive", "--gpus-per-node=0", "--cpus-per-task=1",
-         str(SWEEP_SBATCH), "configs/sweeps/vae_mlp_digits.yaml", "--count", "4", "--", *TINY],
-        check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        [
+            "sbatch",
+            "--parsable",
+            "--array=0-1",
+            "--exclusive",
+            "--gpus-per-node=0",
+            "--cpus-per-task=1",
+            str(SWEEP_SBATCH),
+            "configs/sweeps/vae_mlp_digits.yaml",
+            "--count",
+            "4",
+            "--",
+            *TINY,
+        ],
+        check=False,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert submit.returncode == 0, submit.stderr
     job = submit.stdout.strip().split(";")[0]
     cluster.wait_until_gone(job, timeout=600)

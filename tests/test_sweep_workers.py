@@ -55,18 +55,39 @@ def test_two_workers_share_one_study_and_a_killed_workers_trial_fails_then_runs_
     # 1. Two workers at once: A's trials are long, B's short. A is killed (SIGKILL) while its trial trains.
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     with open(logs[0], "w") as a_out, open(logs[1], "w") as b_out:
-        a = subprocess.Popen(sweep_cmd(sweep, *common, "--", *TINY, "--trainer.max_epochs=500"), cwd=tmp_path, env=env,
-                             stdout=a_out, stderr=subprocess.STDOUT)
-        b = subprocess.Popen(sweep_cmd(sweep, *common, "--", *TINY), cwd=tmp_path, env=env,
-                             stdout=b_out, stderr=subprocess.STDOUT)
-        killed = wait_for(lambda: next((n for n, s in states(sweep_dir).items() if s["pid"] == a.pid
-                                        and list((sweep_dir / str(n)).rglob("last.ckpt"))), None),
-                          "a trial of worker A training", [a, b], logs)
+        a = subprocess.Popen(
+            sweep_cmd(sweep, *common, "--", *TINY, "--trainer.max_epochs=500"),
+            cwd=tmp_path,
+            env=env,
+            stdout=a_out,
+            stderr=subprocess.STDOUT,
+        )
+        b = subprocess.Popen(
+            sweep_cmd(sweep, *common, "--", *TINY), cwd=tmp_path, env=env, stdout=b_out, stderr=subprocess.STDOUT
+        )
+        killed = wait_for(
+            lambda: next(
+                (
+                    n
+                    for n, s in states(sweep_dir).items()
+                    if s["pid"] == a.pid and list((sweep_dir / str(n)).rglob("last.ckpt"))
+                ),
+                None,
+            ),
+            "a trial of worker A training",
+            [a, b],
+            logs,
+        )
         a.send_signal(signal.SIGKILL)
         a.wait(timeout=60)
         # The trial's own process dies with its worker (PR_SET_PDEATHSIG): nothing trains on unseen.
-        wait_for(lambda: not processes_with(f"default_root_dir=runs/sweeps/vae_mlp_digits/{killed}"),
-                 "the killed worker's trial process ending", [b], logs, timeout=60)
+        wait_for(
+            lambda: not processes_with(f"default_root_dir=runs/sweeps/vae_mlp_digits/{killed}"),
+            "the killed worker's trial process ending",
+            [b],
+            logs,
+            timeout=60,
+        )
         b.wait(timeout=600)
     b_output = logs[1].read_text()
 
@@ -87,8 +108,15 @@ def test_two_workers_share_one_study_and_a_killed_workers_trial_fails_then_runs_
 
     # 2. A new worker: it fails the killed trial (no heartbeat), and --retry-failed runs it again, as a new
     #    trial with its parameters.
-    c = subprocess.run(sweep_cmd(sweep, *common, "--retry-failed", "--", *TINY), check=False, cwd=tmp_path,
-                       env=env, capture_output=True, text=True, timeout=600)
+    c = subprocess.run(
+        sweep_cmd(sweep, *common, "--retry-failed", "--", *TINY),
+        check=False,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     c_output = c.stdout + c.stderr
     assert c.returncode == 0, c_output[-3000:]
     assert f"trial {killed} queued again" in c_output

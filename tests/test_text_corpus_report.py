@@ -34,21 +34,25 @@ def _decoded(dm, split: str) -> str:
 
 def test_report_line_and_utf16_read_as_text(tmp_path, capsys):
     corpus = _corpus(tmp_path / "corpus")
-    dm = TextDataModule(corpus=str(corpus), tokenizer="byte", block_size=8, val_fraction=0.1,
-                        cache_dir=str(tmp_path / "cache"))
+    dm = TextDataModule(
+        corpus=str(corpus), tokenizer="byte", block_size=8, val_fraction=0.1, cache_dir=str(tmp_path / "cache")
+    )
     assert [p.name for p in dm.files] == ["a.py", "b_le.txt", "c_be.txt", "d.txt"]
     dm.prepare_data()
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("corpus:")]
-    assert lines == ["corpus: 4 text files read; 2 binary files skipped (e.bin, f.png); 9 undecodable bytes replaced "
-                     "with U+FFFD in 1 file (d.txt); save text as UTF-8 (or with a byte-order mark)"]
+    assert lines == [
+        "corpus: 4 text files read; 2 binary files skipped (e.bin, f.png); 9 undecodable bytes replaced "
+        "with U+FFFD in 1 file (d.txt); save text as UTF-8 (or with a byte-order mark)"
+    ]
     dm.setup("fit")
     text = _decoded(dm, "train") + _decoded(dm, "val")
     assert text.count("héllo from UTF-16") == 16  # both UTF-16 files, whole, without their byte-order marks
     assert "\ufeff" not in text and "\0" not in text
     assert text.count("\ufffd") == 9  # three per line of d.txt (\x80, \x81, \xc3), as Python's "replace" gives
     # Prepared once: a second module on the same cache says nothing.
-    again = TextDataModule(corpus=str(corpus), tokenizer="byte", block_size=8, val_fraction=0.1,
-                           cache_dir=str(tmp_path / "cache"))
+    again = TextDataModule(
+        corpus=str(corpus), tokenizer="byte", block_size=8, val_fraction=0.1, cache_dir=str(tmp_path / "cache")
+    )
     again.prepare_data()
     assert "corpus:" not in capsys.readouterr().out
 
@@ -66,8 +70,15 @@ def test_a_utf16_file_alone_is_not_empty(tmp_path):
     assert resolve_corpus(str(path)) == [path]  # before: "is empty (no text in it)"
 
 
-@pytest.mark.parametrize("encoding, bom", [("utf-8", codecs.BOM_UTF8), ("utf-16-le", codecs.BOM_UTF16_LE),
-                                           ("utf-32-le", codecs.BOM_UTF32_LE), ("utf-32-be", codecs.BOM_UTF32_BE)])
+@pytest.mark.parametrize(
+    "encoding, bom",
+    [
+        ("utf-8", codecs.BOM_UTF8),
+        ("utf-16-le", codecs.BOM_UTF16_LE),
+        ("utf-32-le", codecs.BOM_UTF32_LE),
+        ("utf-32-be", codecs.BOM_UTF32_BE),
+    ],
+)
 def test_read_text_follows_the_byte_order_mark(tmp_path, encoding, bom):
     path = tmp_path / "t.txt"
     path.write_bytes(bom + "naïve café\n".encode(encoding))

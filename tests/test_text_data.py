@@ -71,8 +71,14 @@ def test_second_run_reuses_the_cache(stdlib_dm, monkeypatch):
 def test_bpe_is_trained_on_train_split_and_round_trips(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("def add(a, b):\n    return a + b\n\n" * 400 + "class Zebra:\n    stripes = 42\n" * 50)
-    dm = TextDataModule(corpus=str(corpus), tokenizer="bpe", vocab_size=300, block_size=16,
-                        cache_dir=str(tmp_path / "cache"), val_fraction=0.1)
+    dm = TextDataModule(
+        corpus=str(corpus),
+        tokenizer="bpe",
+        vocab_size=300,
+        block_size=16,
+        cache_dir=str(tmp_path / "cache"),
+        val_fraction=0.1,
+    )
     dm.prepare_data()
     dm.setup("fit")
     assert (dm.cache_dir / "tokenizer.json").is_file()

@@ -46,8 +46,9 @@ def gpt2_files(tmp_path_factory) -> Path:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
     tok.train_from_iterator([corpus_text()], trainer=trainer)
     tok.model.save(str(folder))
     vocab = json.loads((folder / "vocab.json").read_text())
@@ -105,8 +106,14 @@ def test_text_layer_tokenizes_the_corpus_with_the_loaded_tokenizer(gpt2_files, r
     copy.mkdir()
     for name in ("vocab.json", "merges.txt"):
         (copy / name).write_bytes((gpt2_files / name).read_bytes())
-    assert TextDataModule(corpus=str(corpus), tokenizer=str(copy), cache_dir=str(tmp_path / "cache")).cache_dir == dm.cache_dir
-    assert TextDataModule(corpus=str(corpus), tokenizer="byte", cache_dir=str(tmp_path / "cache")).cache_dir != dm.cache_dir
+    assert (
+        TextDataModule(corpus=str(corpus), tokenizer=str(copy), cache_dir=str(tmp_path / "cache")).cache_dir
+        == dm.cache_dir
+    )
+    assert (
+        TextDataModule(corpus=str(corpus), tokenizer="byte", cache_dir=str(tmp_path / "cache")).cache_dir
+        != dm.cache_dir
+    )
 
 
 def test_bad_tokenizer_files_are_one_clear_line(gpt2_files, tmp_path):
@@ -130,8 +137,16 @@ def test_bad_tokenizer_files_are_one_clear_line(gpt2_files, tmp_path):
 
 
 def _fit(cli, *args):
-    return cli("fit", *map(str, args), "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-               "--trainer.enable_model_summary", "false")
+    return cli(
+        "fit",
+        *map(str, args),
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+    )
 
 
 def test_model_vocabulary_follows_the_tokenizer(cli, gpt2_files):
@@ -141,9 +156,23 @@ def test_model_vocabulary_follows_the_tokenizer(cli, gpt2_files):
 
     corpus = cli.cwd / "corpus.py"
     corpus.write_text(corpus_text())
-    result = _fit(cli, "--config", CONFIGS / "gpt" / "nano_stdlib.yaml", "--data.corpus", corpus,
-                  "--data.tokenizer", gpt2_files, "--trainer.max_steps", 2, "--trainer.callbacks", "[]",
-                  "--data.val_windows", 4, "--trainer.val_check_interval", 2)
+    result = _fit(
+        cli,
+        "--config",
+        CONFIGS / "gpt" / "nano_stdlib.yaml",
+        "--data.corpus",
+        corpus,
+        "--data.tokenizer",
+        gpt2_files,
+        "--trainer.max_steps",
+        2,
+        "--trainer.callbacks",
+        "[]",
+        "--data.val_windows",
+        4,
+        "--trainer.val_check_interval",
+        2,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     (last,) = (cli.cwd / "runs").rglob("last.ckpt")
     state = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
@@ -162,20 +191,49 @@ def test_gpt2_from_hugging_face_is_fine_tuned_on_its_own_ids(cli, gpt2_files, re
         (hf / name).write_bytes((gpt2_files / name).read_bytes())
     corpus = cli.cwd / "corpus.py"
     corpus.write_text(corpus_text())
-    arch = ["--model.n_layer", 1, "--model.n_head", 2, "--model.n_embd", 32,
-            "--data.block_size", 32]  # model.vocab_size 401 and block_size 32: linked from the data
-    result = _fit(cli, "--config", CONFIGS / "gpt" / "nano_finetune.yaml", "--data.corpus", corpus,
-                  "--data.tokenizer", hf, "--model.init_from", hf, *arch, "--data.batch_size", 8,
-                  "--data.val_windows", 8, "--trainer.max_steps", 6, "--trainer.val_check_interval", 6,
-                  "--trainer.callbacks", "[]")
+    arch = [
+        "--model.n_layer",
+        1,
+        "--model.n_head",
+        2,
+        "--model.n_embd",
+        32,
+        "--data.block_size",
+        32,
+    ]  # model.vocab_size 401 and block_size 32: linked from the data
+    result = _fit(
+        cli,
+        "--config",
+        CONFIGS / "gpt" / "nano_finetune.yaml",
+        "--data.corpus",
+        corpus,
+        "--data.tokenizer",
+        hf,
+        "--model.init_from",
+        hf,
+        *arch,
+        "--data.batch_size",
+        8,
+        "--data.val_windows",
+        8,
+        "--trainer.max_steps",
+        6,
+        "--trainer.val_check_interval",
+        6,
+        "--trainer.callbacks",
+        "[]",
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     said = [line for line in output.splitlines() if line.startswith("model.init_from:")]
-    assert said == [f"model.init_from: loaded a GPT (n_layer 1, n_embd 32, vocab 401, 0.03M parameters; 32 of its 64 "
-                    f"positions) from the Hugging Face GPT-2 folder {hf.resolve()}"]
+    assert said == [
+        f"model.init_from: loaded a GPT (n_layer 1, n_embd 32, vocab 401, 0.03M parameters; 32 of its 64 "
+        f"positions) from the Hugging Face GPT-2 folder {hf.resolve()}"
+    ]
     ckpt = torch.load(cli.cwd / "runs" / "checkpoints" / "last.ckpt", weights_only=True)
     tok = tokenizer_from_json(ckpt["tokenizer"])
     assert [tok.encode(t) for t in TEXTS] == [reference(t)["input_ids"] for t in TEXTS]
-    sampled = cli("sample", "--ckpt", cli.cwd / "runs" / "checkpoints" / "last.ckpt", "--prompt", "def ",
-                  "--max-new-tokens", 5)
+    sampled = cli(
+        "sample", "--ckpt", cli.cwd / "runs" / "checkpoints" / "last.ckpt", "--prompt", "def ", "--max-new-tokens", 5
+    )
     assert sampled.returncode == 0 and sampled.stdout.startswith("def "), sampled.stderr[-2000:]

@@ -57,10 +57,15 @@ def _val_elbo_by_epoch(metrics_csv) -> list[float]:
 def test_vae_learns_on_digits(cli):
     """The acceptance run, shortened: val/elbo after 3 epochs beats the first validation."""
     result = cli(
-        "fit", "--config", CONFIGS / "vae" / "mlp_digits.yaml",
-        "--trainer.max_epochs", "3",
-        "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
-        "--trainer.logger.save_dir", "logs",
+        "fit",
+        "--config",
+        CONFIGS / "vae" / "mlp_digits.yaml",
+        "--trainer.max_epochs",
+        "3",
+        "--trainer.logger",
+        "lightning.pytorch.loggers.CSVLogger",
+        "--trainer.logger.save_dir",
+        "logs",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = list((cli.cwd / "logs").rglob("metrics.csv"))
@@ -78,8 +83,15 @@ def test_vae_learns_on_digits(cli):
 
 def test_best_checkpoint_is_written_when_max_steps_ends_on_a_validation(cli):
     result = cli(
-        "fit", "--config", CONFIGS / "vae" / "mlp_digits.yaml", "--trainer.logger", "false",
-        "--trainer.max_steps", "10", "--trainer.val_check_interval", "10",
+        "fit",
+        "--config",
+        CONFIGS / "vae" / "mlp_digits.yaml",
+        "--trainer.logger",
+        "false",
+        "--trainer.max_steps",
+        "10",
+        "--trainer.val_check_interval",
+        "10",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     checkpoints = cli.cwd / "runs" / "checkpoints"

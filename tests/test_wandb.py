@@ -15,8 +15,18 @@ from tests.helpers import assert_same_nonblank_image, history, history_keys, mer
 
 FAKE_KEY = "fake-key-1234567890abcdef1234567890abcdef12345678"
 TINY_RUN = [
-    "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "6", "--trainer.limit_val_batches", "2", "--trainer.log_every_n_steps", "2",
-    "--trainer.enable_progress_bar", "false", "--throughput.window_size", "2",
+    "--trainer.max_epochs",
+    "1",
+    "--trainer.limit_train_batches",
+    "6",
+    "--trainer.limit_val_batches",
+    "2",
+    "--trainer.log_every_n_steps",
+    "2",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--throughput.window_size",
+    "2",
 ]
 
 
@@ -27,9 +37,14 @@ def offline_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def test_vae_offline_run_records_losses_lr_throughput_image_config_and_checkpoints(cli, tmp_path):
     result = cli(
-        "fit", "--config", CONFIGS / "vae" / "mlp_digits.yaml", *TINY_RUN,
-        "--trainer.callbacks.every_n_steps=0", "--trainer.callbacks.num_samples=16",  # the config's ImageSamples
-        "--trainer.logger.init_args.log_model=true", "--trainer.logger.init_args.tags=[smoke,vae]",
+        "fit",
+        "--config",
+        CONFIGS / "vae" / "mlp_digits.yaml",
+        *TINY_RUN,
+        "--trainer.callbacks.every_n_steps=0",
+        "--trainer.callbacks.num_samples=16",  # the config's ImageSamples
+        "--trainer.logger.init_args.log_model=true",
+        "--trainer.logger.init_args.tags=[smoke,vae]",
         "--trainer.logger.init_args.name=tiny-vae",
         env=offline_env(tmp_path, WANDB_API_KEY=FAKE_KEY),
     )
@@ -37,11 +52,23 @@ def test_vae_offline_run_records_losses_lr_throughput_image_config_and_checkpoin
     records = wandb_records(tmp_path / "runs" / "wandb")
 
     keys = history_keys(records)
-    for key in ("train/loss", "train/kl", "val/elbo", "lr-Adam", "throughput/samples_per_sec", "trainer/global_step",
-                "throughput/flops_per_sec", "val/fid", "val/is"):
+    for key in (
+        "train/loss",
+        "train/kl",
+        "val/elbo",
+        "lr-Adam",
+        "throughput/samples_per_sec",
+        "trainer/global_step",
+        "throughput/flops_per_sec",
+        "val/fid",
+        "val/is",
+    ):
         assert key in keys, f"{key} not logged; logged: {sorted(keys)}"
     assert not any(k.startswith("gpu/") for k in keys), "GPU memory is logged only on a GPU"
-    assert "throughput/device/mfu" not in keys and "MFU is not logged: the peak FLOPs of this device (cpu)" in result.stderr
+    assert (
+        "throughput/device/mfu" not in keys
+        and "MFU is not logged: the peak FLOPs of this device (cpu)" in result.stderr
+    )
     flops = [item["throughput/flops_per_sec"] for item in history(records) if "throughput/flops_per_sec" in item]
     assert flops and all(v > 1e6 for v in flops)
     lr = [item["lr-Adam"] for item in history(records) if "lr-Adam" in item]
@@ -51,7 +78,9 @@ def test_vae_offline_run_records_losses_lr_throughput_image_config_and_checkpoin
     # leet flattens the image record: samples/samples._type, .count, .filenames
     images = [item for item in history(records) if item.get("samples/samples._type") == "images/separated"]
     assert images and all(item["samples/samples.count"] == 1 for item in images)
-    png = next((tmp_path / "runs" / "wandb").glob("offline-run-*")) / "files" / images[0]["samples/samples.filenames"][0]
+    png = (
+        next((tmp_path / "runs" / "wandb").glob("offline-run-*")) / "files" / images[0]["samples/samples.filenames"][0]
+    )
     # The PNG W&B stored shows what the local grid shows, pixel for pixel (it was all black: float grid).
     local = next((tmp_path / "runs").glob("gen-lightning/*/samples/samples_step*.png"))
     assert_same_nonblank_image(png, local)
@@ -102,25 +131,63 @@ def test_command_line_masks_secrets_and_config_folds_init_args():
 
     line = command_line(["fit", "--api_key=abc123", "--model.lr", "0.1", "token:xyz"])
     assert "abc123" not in line and "xyz" not in line and "--model.lr 0.1" in line
-    folded = fold_init_args({"model": {"class_path": "m.M", "init_args": {"lr": 0.1, "net": {
-        "class_path": "n.N", "init_args": {"width": 8}}}}, "seed_everything": 0})
-    assert folded == {"model": {"class_path": "m.M", "lr": 0.1, "net": {"class_path": "n.N", "width": 8}},
-                      "seed_everything": 0}
+    folded = fold_init_args(
+        {
+            "model": {
+                "class_path": "m.M",
+                "init_args": {"lr": 0.1, "net": {"class_path": "n.N", "init_args": {"width": 8}}},
+            },
+            "seed_everything": 0,
+        }
+    )
+    assert folded == {
+        "model": {"class_path": "m.M", "lr": 0.1, "net": {"class_path": "n.N", "width": 8}},
+        "seed_everything": 0,
+    }
 
 
 FAMILIES = {
     "gan": (
-        ["--config", CONFIGS / "gan" / "dcgan_digits.yaml", "--trainer.callbacks.every_n_steps=2",
-         "--trainer.callbacks.num_samples=16"],
-        {"train/d_loss", "train/g_loss", "val/d_loss", "lr-Adam", "lr-Adam-1", "throughput/samples_per_sec",
-         "throughput/flops_per_sec", "val/fid"},
-        "samples/samples._type", "images/separated", "GANModule",
+        [
+            "--config",
+            CONFIGS / "gan" / "dcgan_digits.yaml",
+            "--trainer.callbacks.every_n_steps=2",
+            "--trainer.callbacks.num_samples=16",
+        ],
+        {
+            "train/d_loss",
+            "train/g_loss",
+            "val/d_loss",
+            "lr-Adam",
+            "lr-Adam-1",
+            "throughput/samples_per_sec",
+            "throughput/flops_per_sec",
+            "val/fid",
+        },
+        "samples/samples._type",
+        "images/separated",
+        "GANModule",
     ),
     "gpt": (
-        ["--config", CONFIGS / "gpt" / "nano_stdlib.yaml", "--trainer.max_steps=6", "--trainer.val_check_interval=6",
-         "--trainer.callbacks.every_n_steps=1000", "--trainer.callbacks.max_new_tokens=16"],
-        {"train/loss", "val/loss", "val/perplexity", "lr-AdamW/pg1", "throughput/tokens_per_sec", "throughput/flops_per_sec"},
-        "samples/text._type", "table-file", "GPTModule",
+        [
+            "--config",
+            CONFIGS / "gpt" / "nano_stdlib.yaml",
+            "--trainer.max_steps=6",
+            "--trainer.val_check_interval=6",
+            "--trainer.callbacks.every_n_steps=1000",
+            "--trainer.callbacks.max_new_tokens=16",
+        ],
+        {
+            "train/loss",
+            "val/loss",
+            "val/perplexity",
+            "lr-AdamW/pg1",
+            "throughput/tokens_per_sec",
+            "throughput/flops_per_sec",
+        },
+        "samples/text._type",
+        "table-file",
+        "GPTModule",
     ),
 }
 
@@ -152,8 +219,15 @@ def test_gan_and_gpt_offline_runs_record_their_metrics_samples_and_config(cli, t
 
 @pytest.mark.gpu
 def test_gpu_run_logs_pytorch_memory_and_throughput(cli, tmp_path):
-    result = cli("fit", "--config", CONFIGS / "vae" / "conv_digits.yaml", *TINY_RUN,
-                 "--trainer.accelerator=gpu", "--trainer.devices=1", env=offline_env(tmp_path))
+    result = cli(
+        "fit",
+        "--config",
+        CONFIGS / "vae" / "conv_digits.yaml",
+        *TINY_RUN,
+        "--trainer.accelerator=gpu",
+        "--trainer.devices=1",
+        env=offline_env(tmp_path),
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     items = [i for i in history(wandb_records(tmp_path / "runs" / "wandb")) if "gpu/max_allocated" in i]
     assert items, "GPUMemory logs on CUDA"

@@ -11,8 +11,13 @@ from tests.helpers import TINY_VAE
 
 
 def test_unreachable_wandb_server_falls_back_to_offline(cli):
-    env = cli_env(WANDB_MODE="online", WANDB_API_KEY="x" * 40, WANDB_BASE_URL="http://127.0.0.1:9",
-                  WANDB_INIT_TIMEOUT="3", WANDB_SILENT="false")
+    env = cli_env(
+        WANDB_MODE="online",
+        WANDB_API_KEY="x" * 40,
+        WANDB_BASE_URL="http://127.0.0.1:9",
+        WANDB_INIT_TIMEOUT="3",
+        WANDB_SILENT="false",
+    )
     result = cli(*TINY_VAE, "--trainer.max_steps", "3", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "W&B: cannot reach the server" in result.stderr

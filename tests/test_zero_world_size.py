@@ -43,8 +43,11 @@ def test_another_world_size_and_a_missing_shard_are_one_line(tmp_path, tags, sta
     folder = fake_zero_folder(tmp_path, 2, tags, stage3)
     check_resumable(folder, 2)  # the same world size, every shard there: resumable
     for world_size in (1, 4):
-        with pytest.raises(UserError, match=rf"written by DeepSpeed on 2 processes and this run has {world_size}: .*"
-                                            rf"resume with 2 processes .*`gen-lightning convert {folder}`"):
+        with pytest.raises(
+            UserError,
+            match=rf"written by DeepSpeed on 2 processes and this run has {world_size}: .*"
+            rf"resume with 2 processes .*`gen-lightning convert {folder}`",
+        ):
             check_resumable(folder, world_size)
     (folder / tags[-1] / "zero_pp_rank_1_mp_rank_00_optim_states.pt").unlink()
     with pytest.raises(UserError, match=rf"misses the optimizer shard of rank 1 of 2 in {tags[-1]}/"):
@@ -66,9 +69,24 @@ def folder_digest(folder: Path) -> str:
 @pytest.mark.slow
 def test_zero2_run_of_two_processes_resumed_on_one_is_refused_in_one_line(cli):
     """The real thing: a 2-process ZeRO-2 run, then `--ckpt_path` of its last.ckpt on 1 process."""
-    args = ["fit", "--config", CONFIGS / "trainer" / "deepspeed_stage2.yaml", "--config", CONFIGS / "vae" / "mlp_digits.yaml",
-            "--data.batch_size", 32, "--model.hidden_dim", 32, "--trainer.accelerator", "cpu", *QUIET,
-            "--trainer.limit_val_batches", 0, "--trainer.default_root_dir", "run"]
+    args = [
+        "fit",
+        "--config",
+        CONFIGS / "trainer" / "deepspeed_stage2.yaml",
+        "--config",
+        CONFIGS / "vae" / "mlp_digits.yaml",
+        "--data.batch_size",
+        32,
+        "--model.hidden_dim",
+        32,
+        "--trainer.accelerator",
+        "cpu",
+        *QUIET,
+        "--trainer.limit_val_batches",
+        0,
+        "--trainer.default_root_dir",
+        "run",
+    ]
     first = cli(*args, "--trainer.devices", 2, "--trainer.max_steps", 2)
     assert first.returncode == 0, first.stderr[-3000:]
     last = cli.cwd / "run" / "checkpoints" / "last.ckpt"
@@ -76,6 +94,8 @@ def test_zero2_run_of_two_processes_resumed_on_one_is_refused_in_one_line(cli):
     resumed = cli(*args, "--trainer.devices", 1, "--trainer.max_steps", 4, "--ckpt_path", last)
     assert resumed.returncode == 2, resumed.stderr[-3000:]
     errors = [line for line in resumed.stderr.splitlines() if line.startswith("gen-lightning: error:")]
-    assert len(errors) == 1 and "written by DeepSpeed on 2 processes and this run has 1" in errors[0], resumed.stderr[-3000:]
+    assert len(errors) == 1 and "written by DeepSpeed on 2 processes and this run has 1" in errors[0], resumed.stderr[
+        -3000:
+    ]
     assert "Traceback" not in resumed.stderr
     assert folder_digest(last) == before

@@ -12,6 +12,14 @@ from gen_lightning.callbacks.throughput import GenThroughput
 from gen_lightning.callbacks.translation_samples import TranslationSamples
 
 __all__ = [
-    "GPUMemory", "GenCheckpoint", "GenerativeMetrics", "GenLearningRateMonitor", "GenThroughput", "ImageSamples", "OptunaPruning",
-    "RunConfigSaver", "TextSamples", "TranslationSamples",
+    "GPUMemory",
+    "GenCheckpoint",
+    "GenerativeMetrics",
+    "GenLearningRateMonitor",
+    "GenThroughput",
+    "ImageSamples",
+    "OptunaPruning",
+    "RunConfigSaver",
+    "TextSamples",
+    "TranslationSamples",
 ]

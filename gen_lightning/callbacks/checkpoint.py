@@ -35,8 +35,14 @@ def chosen_metric(pl_module: L.LightningModule, callbacks: list) -> Optional[tup
     """The metric the best checkpoint is chosen by: the module's own (VAE: val/elbo), else one a callback
     computes (GenerativeMetrics: val/fid -- what GAN users select checkpoints by), else none (last only)."""
     candidates = [pl_module, *callbacks]
-    return next((c.checkpoint_metric for c in candidates
-                 if isinstance(c, NamesCheckpointMetric) and c.checkpoint_metric is not None), None)
+    return next(
+        (
+            c.checkpoint_metric
+            for c in candidates
+            if isinstance(c, NamesCheckpointMetric) and c.checkpoint_metric is not None
+        ),
+        None,
+    )
 
 
 class GenCheckpoint(ModelCheckpoint):
@@ -56,8 +62,14 @@ class GenCheckpoint(ModelCheckpoint):
         self._resumed = False  # top-k state loaded from a checkpoint of this folder
         self._due_at_epoch_end = (False, False)  # saves of an epoch's last batch, made at the epoch's end
         super().__init__(
-            dirpath=dirpath, monitor=monitor, mode=mode, save_top_k=save_top_k, save_last=save_last,
-            every_n_train_steps=every_n_train_steps, every_n_epochs=every_n_epochs, filename=filename,
+            dirpath=dirpath,
+            monitor=monitor,
+            mode=mode,
+            save_top_k=save_top_k,
+            save_last=save_last,
+            every_n_train_steps=every_n_train_steps,
+            every_n_epochs=every_n_epochs,
+            filename=filename,
         )
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -122,8 +134,11 @@ class GenCheckpoint(ModelCheckpoint):
         """(a top-k step checkpoint, last.ckpt) due at the end of this batch."""
         n = self._every_n_train_steps
         periodic = n >= 1 and trainer.global_step % n == 0 and not self._should_skip_saving_checkpoint(trainer)
-        last = (self.save_last and (periodic or 0 < trainer.max_steps <= trainer.global_step)
-                and trainer.global_step != self._last_written_step)
+        last = (
+            self.save_last
+            and (periodic or 0 < trainer.max_steps <= trainer.global_step)
+            and trainer.global_step != self._last_written_step
+        )
         return periodic, bool(last)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

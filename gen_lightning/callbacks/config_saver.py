@@ -104,8 +104,11 @@ def end_of_run_summary(trainer: L.Trainer, summary: dict) -> str:
             lines.append(f"  last checkpoint: {last}")
         if checkpoint.best_model_path:
             score = summary["best_model_score"]
-            lines.append(f"  best checkpoint: {checkpoint.best_model_path} ({checkpoint.monitor} = {score:.6g})"
-                         if score is not None else f"  best checkpoint: {checkpoint.best_model_path}")
+            lines.append(
+                f"  best checkpoint: {checkpoint.best_model_path} ({checkpoint.monitor} = {score:.6g})"
+                if score is not None
+                else f"  best checkpoint: {checkpoint.best_model_path}"
+            )
     validation = {k: v for k, v in summary["metrics"].items() if k.startswith("val/")}
     if validation:
         lines.append("  final validation: " + ", ".join(f"{k} {v:.6g}" for k, v in sorted(validation.items())))
@@ -113,14 +116,23 @@ def end_of_run_summary(trainer: L.Trainer, summary: dict) -> str:
         mode = getattr(logger, "mode", None)  # GenWandbLogger: offline / online / disabled
         if mode == "offline":
             run_folder = getattr(logger.experiment, "dir", None)
-            offline = Path(run_folder).parent if run_folder else Path(logger.save_dir or ".") / "wandb" / "offline-run-*"
+            offline = (
+                Path(run_folder).parent if run_folder else Path(logger.save_dir or ".") / "wandb" / "offline-run-*"
+            )
             lines.append(f"  W&B (offline): upload with `wandb sync {offline}`")
     return "\n".join(lines)
 
 
 class RunConfigSaver(SaveConfigCallback):
-    def __init__(self, parser, config, config_filename: str = "config.yaml", overwrite: bool = False,
-                 multifile: bool = False, save_to_log_dir: bool = False) -> None:
+    def __init__(
+        self,
+        parser,
+        config,
+        config_filename: str = "config.yaml",
+        overwrite: bool = False,
+        multifile: bool = False,
+        save_to_log_dir: bool = False,
+    ) -> None:
         super().__init__(parser, config, config_filename, overwrite, multifile, save_to_log_dir=False)
 
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -145,7 +157,8 @@ class RunConfigSaver(SaveConfigCallback):
             "run_dir": str(run_dir(trainer).resolve()),
             "best_model_score": (
                 float(checkpoint.best_model_score)
-                if checkpoint is not None and checkpoint.best_model_score is not None else None
+                if checkpoint is not None and checkpoint.best_model_score is not None
+                else None
             ),
         }
         targets = [run_dir(trainer) / "summary.json"]

@@ -84,7 +84,9 @@ class DivergenceGuard(Callback):
         engines = trainer.strategy if isinstance(trainer.strategy, SkipsNonFiniteSteps) else None
         # Under DeepSpeed the optimizer's param_groups hold ZeRO's flat partitions (no .grad here); the engine
         # checks the gradients itself and skips the update: only the loss is looked at before the step.
-        params = [] if engines else [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        params = (
+            [] if engines else [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        )
         finite = grads_finite([p.grad for p in params])
         loss = self._loss
         if loss is not None:
@@ -105,7 +107,11 @@ class DivergenceGuard(Callback):
 
     def _remember(self, finite: torch.Tensor, step: int, loss: Optional[torch.Tensor]) -> None:
         """Fold this step into the pending flag, on the device: nothing here waits for the step to finish."""
-        value = torch.full((), float("nan"), device=finite.device) if loss is None else loss.float().mean().to(finite.device)
+        value = (
+            torch.full((), float("nan"), device=finite.device)
+            if loss is None
+            else loss.float().mean().to(finite.device)
+        )
         if self._pending is None:
             self._pending = (~finite, torch.where(finite, -1, step), torch.where(finite, 0.0, value))
             return
@@ -126,7 +132,9 @@ class DivergenceGuard(Callback):
         self.bad_in_a_row = 0
         self._bad_steps(trainer, None, 1, what, step=step)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         if not self.skip_bad_steps and logs_this_step(trainer):
             self.check(trainer)
         if not isinstance(trainer.strategy, SkipsNonFiniteSteps):
@@ -152,8 +160,14 @@ class DivergenceGuard(Callback):
         if isinstance(trainer.strategy, SkipsNonFiniteSteps):
             self._engine_skips = trainer.strategy.skipped_steps()
 
-    def _bad_steps(self, trainer: L.Trainer, pl_module: Optional[L.LightningModule], count: int, what: str,
-                   step: Optional[int] = None) -> None:
+    def _bad_steps(
+        self,
+        trainer: L.Trainer,
+        pl_module: Optional[L.LightningModule],
+        count: int,
+        what: str,
+        step: Optional[int] = None,
+    ) -> None:
         """Stop the run, or count `count` dropped steps when skipping is on and the run of them is short enough."""
         self.bad_in_a_row += count
         if self.bad_in_a_row > self.skip_bad_steps:

@@ -175,8 +175,12 @@ class GenerativeMetrics(Callback):
         cache = evaluator_cache(self.cache_dir, datamodule)
         extractor = self._build_extractor(trainer, datamodule, cache)
         self.scores = GenerativeScores(
-            extractor, self.metric_names, kid_subsets=self.kid_subsets, kid_subset_size=self.kid_subset_size,
-            is_splits=self.is_splits, seed=self.seed,
+            extractor,
+            self.metric_names,
+            kid_subsets=self.kid_subsets,
+            kid_subset_size=self.kid_subset_size,
+            is_splits=self.is_splits,
+            seed=self.seed,
         )
         stats = self._reference_stats(trainer, datamodule, cache, extractor)
         self.scores.load_reference(stats, trainer.global_rank, trainer.world_size)
@@ -186,16 +190,24 @@ class GenerativeMetrics(Callback):
     def _build_extractor(self, trainer: L.Trainer, datamodule, cache: Path) -> FeatureExtractor:
         if self.extractor_kind == "inception":
             extractor = InceptionFeatures(self.inception_weights)
-            rank_zero_info(f"GenerativeMetrics: extractor inception (torch-fidelity InceptionV3, {extractor.fingerprint})")
+            rank_zero_info(
+                f"GenerativeMetrics: extractor inception (torch-fidelity InceptionV3, {extractor.fingerprint})"
+            )
             return extractor
         if self.classifier_path:
             path = Path(self.classifier_path)
         else:
-            path = Path(_on_rank_zero(trainer, lambda: str(ensure_classifier(datamodule, cache, self.train_classifier))))
+            path = Path(
+                _on_rank_zero(trainer, lambda: str(ensure_classifier(datamodule, cache, self.train_classifier)))
+            )
         if not path.is_file():
-            raise UserError(f"classifier evaluator {path} is not visible on rank {trainer.global_rank}; "
-                            f"put cache_dir on a filesystem shared by all nodes")
-        extractor = load_classifier_features(path, datamodule.image_shape if isinstance(datamodule, YieldsImages) else None)
+            raise UserError(
+                f"classifier evaluator {path} is not visible on rank {trainer.global_rank}; "
+                f"put cache_dir on a filesystem shared by all nodes"
+            )
+        extractor = load_classifier_features(
+            path, datamodule.image_shape if isinstance(datamodule, YieldsImages) else None
+        )
         rank_zero_info(f"GenerativeMetrics: extractor classifier ({path}, {extractor.fingerprint})")
         return extractor
 
@@ -247,7 +259,9 @@ class GenerativeMetrics(Callback):
         if self.every_n_steps:  # resumed runs continue the step schedule where it was
             self._last_step_bucket = trainer.global_step // self.every_n_steps
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         if not self.every_n_steps:
             return
         # `>` and not `==`: a GAN's manual optimization advances global_step by 2 per batch.
@@ -270,8 +284,10 @@ class GenerativeMetrics(Callback):
         # The samples are chunks of `batch_size` numbered over all ranks, chunk k from its own seed, rank r drawing
         # chunks r, r + W, ...: the same images whatever the number of ranks (so val/fid is too), and the same
         # latents at every evaluation (the curve shows the model changing, not the noise).
-        chunks = [(start, min(self.batch_size, self.num_samples - start))
-                  for start in range(0, self.num_samples, self.batch_size)]
+        chunks = [
+            (start, min(self.batch_size, self.num_samples - start))
+            for start in range(0, self.num_samples, self.batch_size)
+        ]
         mine = chunks[rank::world]
         # Sharded weights (ZeRO-3, FSDP) make every forward a collective: every rank samples as often.
         calls = -(-len(chunks) // world) if parameters_are_sharded(trainer) else len(mine)
@@ -290,6 +306,7 @@ class GenerativeMetrics(Callback):
         for name, value in values.items():
             # The values are already global (torchmetrics gathered the states) and identical on every
             # rank; sync_dist averages identical numbers: no change, and every rank logs the same.
-            pl_module.log(f"val/{name}", value, sync_dist=True, on_step=on_step, on_epoch=not on_step,
-                          prog_bar=name == "fid")
+            pl_module.log(
+                f"val/{name}", value, sync_dist=True, on_step=on_step, on_epoch=not on_step, prog_bar=name == "fid"
+            )
         return values

@@ -27,8 +27,9 @@ class GPUMemory(Callback):
         if trainer.strategy.root_device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(trainer.strategy.root_device)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
-                           batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         device = trainer.strategy.root_device
         if device.type != "cuda":
             return
@@ -39,5 +40,7 @@ class GPUMemory(Callback):
                 "gpu/max_allocated": torch.cuda.max_memory_allocated(device) / GIB,
                 "gpu/memory_reserved": torch.cuda.memory_reserved(device) / GIB,
             },
-            on_step=True, on_epoch=False, batch_size=1,
+            on_step=True,
+            on_epoch=False,
+            batch_size=1,
         )

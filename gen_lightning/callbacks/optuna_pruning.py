@@ -73,8 +73,10 @@ class OptunaPruning(Callback):
         if self._trial is None:
             return
         for run in self._wandb_runs(trainer):
-            run.config.update({"sweep": {"study": self._trial.study.study_name, "trial": self._trial.number,
-                                         "params": self._params}}, allow_val_change=True)
+            run.config.update(
+                {"sweep": {"study": self._trial.study.study_name, "trial": self._trial.number, "params": self._params}},
+                allow_val_change=True,
+            )
         self._mark(trainer, "running")
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -88,14 +90,17 @@ class OptunaPruning(Callback):
         self._stopped = decision
         if decision == "pruned" and self._trial is not None:
             value = float(trainer.callback_metrics[self._metric])
-            self._trial.set_user_attr(PRUNED_ATTR, {"validation": self._validations,
-                                                    "global_step": trainer.global_step, "value": value})
+            self._trial.set_user_attr(
+                PRUNED_ATTR, {"validation": self._validations, "global_step": trainer.global_step, "value": value}
+            )
             for run in self._wandb_runs(trainer):
                 run.summary["sweep/pruned_at_validation"] = self._validations
                 run.tags = (*run.tags, "pruned")
             self._mark(trainer, "pruned")
-            rank_zero_info(f"sweep: trial {self._trial.number} pruned at validation {self._validations} "
-                           f"({self._metric}={value:.4g}, step {trainer.global_step}): stopping")
+            rank_zero_info(
+                f"sweep: trial {self._trial.number} pruned at validation {self._validations} "
+                f"({self._metric}={value:.4g}, step {trainer.global_step}): stopping"
+            )
 
     def _report(self, trainer: L.Trainer) -> str | None:
         import optuna
@@ -120,8 +125,9 @@ class OptunaPruning(Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if self._trial is not None:
-            self._mark(trainer, "interrupted" if isinstance(exception, (SIGTERMException, KeyboardInterrupt))
-                       else "failed")
+            self._mark(
+                trainer, "interrupted" if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) else "failed"
+            )
 
     def _mark(self, trainer: L.Trainer, state: str) -> None:
         for run in self._wandb_runs(trainer):

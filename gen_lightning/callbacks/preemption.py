@@ -91,5 +91,6 @@ class PreemptionCheckpoint(Callback):
         if checkpoint._last_global_step_saved != trainer.global_step:
             checkpoint._save_last_checkpoint(trainer, checkpoint._monitor_candidates(trainer))
         path = checkpoint.last_model_path or checkpoint.format_checkpoint_name({}, checkpoint.CHECKPOINT_NAME_LAST)
-        rank_zero_info(f"{name} received: stopped at step {trainer.global_step}, saved {path}; "
-                       f"continue with --ckpt_path last")
+        rank_zero_info(
+            f"{name} received: stopped at step {trainer.global_step}, saved {path}; continue with --ckpt_path last"
+        )

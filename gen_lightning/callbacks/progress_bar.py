@@ -44,6 +44,7 @@ class _RateColumn(ProgressColumn):
 
 class GenProgressBar(RichProgressBar):
     _shown_metrics: Optional[dict] = None  # the values on the bar, read at the latest logging step
+
     def _bounded_by_steps(self, trainer: Optional[L.Trainer] = None) -> bool:
         trainer = trainer or self.trainer
         return trainer.max_steps > 0 and trainer.max_epochs in (None, -1)
@@ -78,8 +79,9 @@ class GenProgressBar(RichProgressBar):
         if not self._bounded_by_steps(trainer):
             self._mark_start(self.train_progress_bar_id, 0)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         if self._bounded_by_steps(trainer):
             self._update(self.train_progress_bar_id, trainer.global_step)

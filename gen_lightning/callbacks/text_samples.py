@@ -67,7 +67,11 @@ class TextSamples(Callback):
             return
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         text = pl_module.generate_text(
-            self.prompt, self.max_new_tokens, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+            self.prompt,
+            self.max_new_tokens,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
             generator=generator,
         )[0]
         if not trainer.is_global_zero:

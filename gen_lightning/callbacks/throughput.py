@@ -91,8 +91,10 @@ class GenThroughput(Callback):
         self._flops_since_update = 0
         self._flops: dict[tuple, int] = {}  # per batch shape: counted once, on the meta device
         if isinstance(pl_module, ReportsFlops) and self._throughput.available_flops is None:
-            rank_zero_info(f"throughput: MFU is not logged: the peak FLOPs of this device "
-                           f"({trainer.strategy.root_device.type}) are unknown to Lightning; FLOPs/s are logged")
+            rank_zero_info(
+                f"throughput: MFU is not logged: the peak FLOPs of this device "
+                f"({trainer.strategy.root_device.type}) are unknown to Lightning; FLOPs/s are logged"
+            )
 
     def _batch_flops(self, pl_module: L.LightningModule, batch: Any, x: torch.Tensor) -> int:
         """This rank's FLOPs for a batch like this one; 0 for a module that does not count them."""
@@ -111,8 +113,9 @@ class GenThroughput(Callback):
         if self._throughput is not None and self._validation_began is not None:
             self._paused += time.perf_counter() - self._validation_began
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
-                           batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         x = batch_tensor(batch)
         if self._throughput is None or x is None:
             return

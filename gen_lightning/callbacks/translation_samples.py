@@ -29,8 +29,10 @@ class TranslationSamples(Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if not isinstance(pl_module, KeepsValidationExamples):
-            raise UserError(f"TranslationSamples needs a model that keeps its validation outputs (Seq2SeqModule), "
-                            f"not {type(pl_module).__name__}; remove the callback from trainer.callbacks")
+            raise UserError(
+                f"TranslationSamples needs a model that keeps its validation outputs (Seq2SeqModule), "
+                f"not {type(pl_module).__name__}; remove the callback from trainer.callbacks"
+            )
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or not pl_module.validation_examples:
@@ -45,8 +47,12 @@ class TranslationSamples(Callback):
         for logger in trainer.loggers:
             if hasattr(logger, "log_text"):  # loggers without text support (CSV, TensorBoard) are skipped
                 # The whole table each time: a W&B table logged under one key shows its latest version.
-                logger.log_text(key="samples/translations", columns=["step", "source", "reference", "generated"],
-                                data=self.rows, step=step)
+                logger.log_text(
+                    key="samples/translations",
+                    columns=["step", "source", "reference", "generated"],
+                    data=self.rows,
+                    step=step,
+                )
         folder = run_dir(trainer) / "samples"
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "translations.md", "a", encoding="utf-8") as f:

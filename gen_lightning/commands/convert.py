@@ -30,7 +30,9 @@ def check_zero_checkpoint(checkpoint_dir: Path) -> None:
     if not checkpoint_dir.exists():
         raise UserError(f"'{checkpoint_dir}' does not exist; give the checkpoint folder a DeepSpeed run wrote")
     if checkpoint_dir.is_file():
-        raise UserError(f"'{checkpoint_dir}' is already a single-file checkpoint; only DeepSpeed checkpoint folders need converting")
+        raise UserError(
+            f"'{checkpoint_dir}' is already a single-file checkpoint; only DeepSpeed checkpoint folders need converting"
+        )
     if not (checkpoint_dir / "latest").is_file() and not (checkpoint_dir / ENGINES_FILE).is_file():
         raise UserError(
             f"'{checkpoint_dir}' is not a DeepSpeed checkpoint folder (no 'latest' or {ENGINES_FILE} file in it); give a `*.ckpt` "
@@ -44,8 +46,9 @@ def convert(checkpoint_dir: str | Path, output: str | Path | None = None, overwr
 
     checkpoint_dir = Path(checkpoint_dir)
     check_zero_checkpoint(checkpoint_dir)
-    check_output_file(output or default_output(checkpoint_dir), "-o" if output else "the output", overwrite,
-                      example="model-fp32.ckpt")
+    check_output_file(
+        output or default_output(checkpoint_dir), "-o" if output else "the output", overwrite, example="model-fp32.ckpt"
+    )
     if not deepspeed_available():
         raise UserError(f"converting a ZeRO checkpoint needs the deepspeed package; install it with {INSTALL_HINT}")
     from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict

@@ -15,7 +15,13 @@ from gen_lightning.outputs import check_output_folder
 
 def main(argv: list[str]) -> int:
     p = VerbParser(prog="gen-lightning export", description=__doc__.split("\n\n")[0])
-    p.add_argument("--ckpt_path", "--ckpt", dest="ckpt", required=True, help="a GPTModule checkpoint written by `gen-lightning fit`")
+    p.add_argument(
+        "--ckpt_path",
+        "--ckpt",
+        dest="ckpt",
+        required=True,
+        help="a GPTModule checkpoint written by `gen-lightning fit`",
+    )
     p.add_argument("--out", required=True, help="folder to write (created if missing)")
     p.add_argument("--overwrite", action="store_true", help="replace the files of a --out folder that is not empty")
     args = p.parse_args(argv)

@@ -43,8 +43,10 @@ def load_module(path: str, device: str | torch.device = "cpu"):
     if is_hf_gpt2_dir(source):
         return _gpt_from_hf_dir(source).to(device).eval()
     if source.is_dir():
-        raise UserError(f"--ckpt '{path}' is a folder, not a checkpoint file or a Hugging Face GPT-2 export (config.json "
-                        f"+ model.safetensors); give a .ckpt file (runs/<project>/<run>/checkpoints/)")
+        raise UserError(
+            f"--ckpt '{path}' is a folder, not a checkpoint file or a Hugging Face GPT-2 export (config.json "
+            f"+ model.safetensors); give a .ckpt file (runs/<project>/<run>/checkpoints/)"
+        )
     if not source.is_file():
         raise UserError(f"--ckpt '{path}' does not exist; give a .ckpt file (runs/<project>/<run>/checkpoints/)")
     try:
@@ -53,8 +55,10 @@ def load_module(path: str, device: str | torch.device = "cpu"):
     except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
         raise UserError(f"--ckpt '{path}' is not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
     if not isinstance(checkpoint, dict):
-        raise UserError(f"--ckpt '{path}' is not a Lightning checkpoint (it holds a {type(checkpoint).__name__}, not a "
-                        f"dict); give a .ckpt file written by `gen-lightning fit`")
+        raise UserError(
+            f"--ckpt '{path}' is not a Lightning checkpoint (it holds a {type(checkpoint).__name__}, not a "
+            f"dict); give a .ckpt file written by `gen-lightning fit`"
+        )
     hparams = checkpoint.get("hyper_parameters", {})
     class_path = hparams.get("_class_path")
     if not class_path:
@@ -70,8 +74,13 @@ def _gpt_from_hf_dir(directory: Path):
     from gen_lightning.models.hf_gpt2 import TOKENIZER_FILE, load_hf_gpt2, read_exported_tokenizer
 
     config, state = load_hf_gpt2(directory)
-    model = GPTModule(n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd,
-                      block_size=config.block_size, vocab_size=config.vocab_size)
+    model = GPTModule(
+        n_layer=config.n_layer,
+        n_head=config.n_head,
+        n_embd=config.n_embd,
+        block_size=config.block_size,
+        vocab_size=config.vocab_size,
+    )
     model.net.load_state_dict(state)
     model.tokenizer_json = read_exported_tokenizer(directory)
     if model.tokenizer_json is None:
@@ -81,7 +90,9 @@ def _gpt_from_hf_dir(directory: Path):
 
 def _parser() -> argparse.ArgumentParser:
     p = VerbParser(prog="gen-lightning sample", description=__doc__.split("\n\n")[0])
-    p.add_argument("--ckpt_path", "--ckpt", dest="ckpt", required=True, help="checkpoint (.ckpt) or Hugging Face GPT-2 folder")
+    p.add_argument(
+        "--ckpt_path", "--ckpt", dest="ckpt", required=True, help="checkpoint (.ckpt) or Hugging Face GPT-2 folder"
+    )
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     p.add_argument("--seed", type=int, default=0)
     text = p.add_argument_group("language models")
@@ -93,14 +104,23 @@ def _parser() -> argparse.ArgumentParser:
     text.add_argument("--top-p", type=float, default=None)
     text.add_argument("--no-cache", action="store_true", help="recompute the whole context every token")
     text.add_argument("--no-stop", action="store_true", help="do not stop at the end-of-text token")
-    text.add_argument("--num-beams", type=int, default=1,
-                      help="encoder-decoder models: beam search with this many beams (1 = greedy/sampling)")
+    text.add_argument(
+        "--num-beams",
+        type=int,
+        default=1,
+        help="encoder-decoder models: beam search with this many beams (1 = greedy/sampling)",
+    )
     image = p.add_argument_group("image models")
     image.add_argument("--n", type=int, default=None, help="number of images (default 64)")
-    image.add_argument("--nrow", type=int, default=None, help="images per grid row (default sqrt(n); 8 with --labels all)")
-    image.add_argument("--labels", default=None,
-                       help="class-conditional models: the class of each image (3,3,7 = three images), or 'all' = "
-                            "one row of --nrow images per class; default: classes 0, 1, ... in turn")
+    image.add_argument(
+        "--nrow", type=int, default=None, help="images per grid row (default sqrt(n); 8 with --labels all)"
+    )
+    image.add_argument(
+        "--labels",
+        default=None,
+        help="class-conditional models: the class of each image (3,3,7 = three images), or 'all' = "
+        "one row of --nrow images per class; default: classes 0, 1, ... in turn",
+    )
     image.add_argument("--out", default=None, help="PNG file to write (default samples.png)")
     image.add_argument("--overwrite", action="store_true", help="replace the --out file if it exists")
     return p
@@ -129,8 +149,14 @@ def _sample_text(model, args, generator: torch.Generator) -> int:
     if args.top_p is not None and not 0.0 < args.top_p <= 1.0:
         raise UserError(f"--top-p must be in (0, 1], got {args.top_p}")
     texts = model.generate_text(
-        args.prompt, args.max_new_tokens, num_samples=args.num_samples, temperature=args.temperature,
-        top_k=args.top_k, top_p=args.top_p, stop_at_eot=not args.no_stop, use_cache=not args.no_cache,
+        args.prompt,
+        args.max_new_tokens,
+        num_samples=args.num_samples,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        stop_at_eot=not args.no_stop,
+        use_cache=not args.no_cache,
         generator=generator,
     )
     for i, text in enumerate(texts):
@@ -146,14 +172,17 @@ def parse_labels(spec: str, model, per_class: int) -> torch.Tensor:
     mistake is one UserError, raised before anything is drawn or written."""
     classes = model.num_classes if isinstance(model, SamplesImagesByClass) else 0
     if classes == 0:
-        raise UserError(f"--labels: this {type(model).__name__} is unconditional (model.num_classes 0); "
-                        f"sample it without --labels")
+        raise UserError(
+            f"--labels: this {type(model).__name__} is unconditional (model.num_classes 0); sample it without --labels"
+        )
     if spec.strip() == "all":
         return torch.arange(classes).repeat_interleave(per_class)
     try:
         labels = [int(part) for part in spec.split(",")]
     except ValueError:
-        raise UserError(f"--labels must be class indices separated by commas (e.g. 3,3,7) or 'all', got '{spec}'") from None
+        raise UserError(
+            f"--labels must be class indices separated by commas (e.g. 3,3,7) or 'all', got '{spec}'"
+        ) from None
     wrong = [label for label in labels if not 0 <= label < classes]
     if wrong:
         raise UserError(f"--labels {wrong[0]}: this {type(model).__name__} knows classes 0..{classes - 1}")
@@ -166,8 +195,14 @@ def _translate(model, args, generator: torch.Generator) -> int:
     if args.temperature < 0 or args.max_new_tokens < 1 or args.num_samples < 1 or args.num_beams < 1:
         raise UserError("--temperature must be >= 0, --max-new-tokens, --num-samples and --num-beams >= 1")
     texts = model.generate_targets(
-        [args.prompt] * args.num_samples, args.max_new_tokens, generator=generator, num_beams=args.num_beams,
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, use_cache=not args.no_cache,
+        [args.prompt] * args.num_samples,
+        args.max_new_tokens,
+        generator=generator,
+        num_beams=args.num_beams,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        use_cache=not args.no_cache,
     )
     print(("\n" + "-" * 40 + "\n").join(texts))
     sys.stdout.flush()
@@ -184,7 +219,9 @@ def _sample_images(model, args, generator: torch.Generator) -> int:
     labels, what = None, ""
     if args.labels is not None:
         if args.n is not None:
-            raise UserError("--labels sets the number of images (one per label, or --nrow per class with 'all'); drop --n")
+            raise UserError(
+                "--labels sets the number of images (one per label, or --nrow per class with 'all'); drop --n"
+            )
         labels = parse_labels(args.labels, model, nrow)
         what = f" (one row per class 0..{model.num_classes - 1})" if every_class else f" (classes {args.labels})"
     n = len(labels) if labels is not None else (64 if args.n is None else args.n)
@@ -192,9 +229,13 @@ def _sample_images(model, args, generator: torch.Generator) -> int:
         raise UserError(f"--n must be >= 1, got {n}")
     out = check_output_file(args.out or "samples.png", "--out", args.overwrite)
     with torch.no_grad():
-        images = model.sample(n, generator=generator) if labels is None else model.sample(n, generator=generator, labels=labels)
+        images = (
+            model.sample(n, generator=generator)
+            if labels is None
+            else model.sample(n, generator=generator, labels=labels)
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     images = (images.float().cpu().clamp(-1, 1) + 1) / 2  # [-1, 1] -> [0, 1]
-    save_image(images, out, nrow=nrow or max(1, round(n ** 0.5)), padding=2)
+    save_image(images, out, nrow=nrow or max(1, round(n**0.5)), padding=2)
     print(f"wrote {n} samples to {out}{what}")
     return 0

@@ -31,13 +31,18 @@ TEMPLATE = Path(__file__).resolve().parents[2] / "launch" / "slurm" / "train.sba
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p = VerbParser(
-        prog="gen-lightning submit", allow_abbrev=False,
+        prog="gen-lightning submit",
+        allow_abbrev=False,
         description="Render launch/slurm/train.sbatch for an experiment and submit it with sbatch. Arguments "
         "not listed here are `gen-lightning fit` arguments (--config FILE, --model.lr 3e-4, ...).",
     )
     p.add_argument("--nodes", type=int, default=1, help="nodes (default 1)")
-    p.add_argument("--gpus-per-node", type=int, default=1,
-                   help="GPUs per node; one task (process) per GPU (default 1; 0 = CPU-only nodes)")
+    p.add_argument(
+        "--gpus-per-node",
+        type=int,
+        default=1,
+        help="GPUs per node; one task (process) per GPU (default 1; 0 = CPU-only nodes)",
+    )
     p.add_argument("--tasks-per-node", type=int, help="processes per node on CPU-only nodes (default 1)")
     p.add_argument("--cpus-per-task", type=int, default=8, help="CPU cores per process, for data loading (default 8)")
     p.add_argument("--time", default="04:00:00", help="time limit, [D-]HH:MM:SS (default 04:00:00)")
@@ -103,7 +108,7 @@ def render(template: str, options: dict[str, str], fit_args: list[str], python: 
             line = f"#SBATCH --{key}={pending.pop(key)}"
         out.append(line)
     last_sbatch = max(i for i, line in enumerate(out) if line.startswith("#SBATCH"))
-    out[last_sbatch + 1:last_sbatch + 1] = [f"#SBATCH --{k}={v}" for k, v in pending.items()]
+    out[last_sbatch + 1 : last_sbatch + 1] = [f"#SBATCH --{k}={v}" for k, v in pending.items()]
     first_command = next(i for i, line in enumerate(out) if line.startswith("set -euo pipefail"))
     out[first_command:first_command] = [
         "# Written by `gen-lightning submit`: the experiment's `fit` arguments (more may follow on the sbatch",
@@ -117,7 +122,9 @@ def render(template: str, options: dict[str, str], fit_args: list[str], python: 
 
 def check_fit_args(fit_args: list[str]) -> None:
     if not fit_args:
-        raise UserError("nothing to train: give the experiment's `fit` arguments, e.g. --config configs/vae/mlp_digits.yaml")
+        raise UserError(
+            "nothing to train: give the experiment's `fit` arguments, e.g. --config configs/vae/mlp_digits.yaml"
+        )
     from gen_lightning.commands.sweep import parse_run_config
 
     parse_run_config(["fit", *fit_args])  # raises UserError naming the bad key, as `gen-lightning fit` would
@@ -128,21 +135,27 @@ def main(argv: list[str]) -> int:
     options = sbatch_options(args, fit_args)
     check_fit_args(fit_args)
     if not TEMPLATE.is_file():
-        raise UserError(f"{TEMPLATE} not found: submit renders the repository's launch/slurm/train.sbatch; "
-                        f"run it from a source checkout (pip install -e .)")
+        raise UserError(
+            f"{TEMPLATE} not found: submit renders the repository's launch/slurm/train.sbatch; "
+            f"run it from a source checkout (pip install -e .)"
+        )
     script = render(TEMPLATE.read_text(), options, fit_args, sys.executable)
     if args.dry_run:
         print(script, end="")
         return 0
-    path = Path(args.out or Path("runs") / "slurm" / "submitted" / f"{options['job-name']}-{time.strftime('%Y%m%d-%H%M%S')}.sbatch")
+    path = Path(
+        args.out
+        or Path("runs") / "slurm" / "submitted" / f"{options['job-name']}-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(script)
     if shutil.which("sbatch") is None:
-        raise UserError(f"wrote {path}, but sbatch is not on PATH: submit it from a Slurm login node with `sbatch {path}`")
+        raise UserError(
+            f"wrote {path}, but sbatch is not on PATH: submit it from a Slurm login node with `sbatch {path}`"
+        )
     result = subprocess.run(["sbatch", "--parsable", str(path)], capture_output=True, text=True)
     if result.returncode != 0:
         raise UserError(f"sbatch refused {path}: {result.stderr.strip() or result.stdout.strip()}")
     job = result.stdout.strip().split(";")[0]
-    print(f"submitted job {job}: {path}; log: slurm-{options['job-name']}-{job}.out "
-          f"(squeue -j {job}, scancel {job})")
+    print(f"submitted job {job}: {path}; log: slurm-{options['job-name']}-{job}.out (squeue -j {job}, scancel {job})")
     return 0

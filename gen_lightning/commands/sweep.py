@@ -40,29 +40,49 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     extra: list[str] = []
     if "--" in argv:
         cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1:]
+        argv, extra = argv[:cut], argv[cut + 1 :]
     parser = VerbParser(
         prog="gen-lightning sweep",
         description="Run a W&B sweep file (grid, random, bayes; hyperband early termination) on an Optuna "
         "study, without a W&B server. Arguments after `--` are appended to every trial's command line.",
     )
     parser.add_argument("file", help="W&B sweep YAML (method, metric, parameters, early_terminate, command)")
-    parser.add_argument("--local", action="store_true", help="search here with Optuna (required: with a W&B "
-                        "server use `wandb sweep FILE` and `wandb agent`)")
-    parser.add_argument("--count", type=int, help="the sweep's number of trials, all workers together "
-                        "(random and bayes need it or run_cap; a grid is capped by it)")
-    parser.add_argument("--storage", help="the study: a database URL (sqlite:///..., postgresql://...), "
-                        "`journal` (a journal file in the sweep folder: shared filesystems, SLURM) or a journal "
-                        "file's path; default: SQLite <dir>/study.db")
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        help="search here with Optuna (required: with a W&B server use `wandb sweep FILE` and `wandb agent`)",
+    )
+    parser.add_argument(
+        "--count",
+        type=int,
+        help="the sweep's number of trials, all workers together "
+        "(random and bayes need it or run_cap; a grid is capped by it)",
+    )
+    parser.add_argument(
+        "--storage",
+        help="the study: a database URL (sqlite:///..., postgresql://...), "
+        "`journal` (a journal file in the sweep folder: shared filesystems, SLURM) or a journal "
+        "file's path; default: SQLite <dir>/study.db",
+    )
     parser.add_argument("--dir", help="folder of the sweep's trials (default runs/sweeps/<name>)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampler (per trial: see docs/sweeps.md)")
-    parser.add_argument("--heartbeat", type=int, default=30, help="seconds between a worker's heartbeats; a "
-                        "trial without one for 3 of them is failed (its worker was killed). Default 30")
-    parser.add_argument("--index", type=int, help="run one trial and stop: a job-array task (its index is "
-                        "recorded with the trial; the study picks the configuration)")
+    parser.add_argument(
+        "--heartbeat",
+        type=int,
+        default=30,
+        help="seconds between a worker's heartbeats; a "
+        "trial without one for 3 of them is failed (its worker was killed). Default 30",
+    )
+    parser.add_argument(
+        "--index",
+        type=int,
+        help="run one trial and stop: a job-array task (its index is "
+        "recorded with the trial; the study picks the configuration)",
+    )
     parser.add_argument("--list", action="store_true", help="print the study's trials, run nothing")
-    parser.add_argument("--retry-failed", action="store_true", help="queue failed trials again (same "
-                        "parameters) before going on")
+    parser.add_argument(
+        "--retry-failed", action="store_true", help="queue failed trials again (same parameters) before going on"
+    )
     args = parser.parse_args(argv)
     for name in ("count", "heartbeat"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
@@ -120,9 +140,10 @@ def check_configurations(spec, extra: list[str]) -> Any:
     from gen_lightning.sweeps.spec import expand_command
     from gen_lightning.sweeps.trial import CALLBACK
 
-    configs = [check_configuration(spec, params, expand_command(spec, params) + extra
-                                   + [f"--trainer.callbacks+={CALLBACK}"])
-               for params in spec.covering_configurations()]
+    configs = [
+        check_configuration(spec, params, expand_command(spec, params) + extra + [f"--trainer.callbacks+={CALLBACK}"])
+        for params in spec.covering_configurations()
+    ]
     return configs[0]
 
 
@@ -157,8 +178,10 @@ def check_folder(root: Path, study_name: str, storage: str) -> None:
             continue
         if (state.get("study"), state.get("storage")) != (study_name, storage):
             owner = f"study {state.get('study')} in {state.get('storage')}" if "study" in state else "an older sweep"
-            raise UserError(f"{root} holds trials of {owner}, not of study {study_name} in {storage}; start this "
-                            "sweep in another folder with --dir NEW_DIR (or delete the old one)")
+            raise UserError(
+                f"{root} holds trials of {owner}, not of study {study_name} in {storage}; start this "
+                "sweep in another folder with --dir NEW_DIR (or delete the old one)"
+            )
 
 
 # -- the verb -----------------------------------------------------------------------------------------
@@ -227,8 +250,12 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, raise_terminated)  # scancel / kill: stop like Ctrl-C, the trial runs again
     try:
         if work_left(study, budget):
-            study.optimize(runner, n_trials=1 if args.index is not None else None,
-                           callbacks=[StopWhenDone(budget)], catch=(TrialFailed, Surplus))
+            study.optimize(
+                runner,
+                n_trials=1 if args.index is not None else None,
+                callbacks=[StopWhenDone(budget)],
+                catch=(TrialFailed, Surplus),
+            )
     except KeyboardInterrupt:  # Ctrl-C; SIGTERM raises Terminated, a KeyboardInterrupt
         interrupted = next((t for t in study.get_trials(deepcopy=False) if t.number == runner.current), None)
         again = ""

@@ -39,7 +39,9 @@ class TrainingSampler(DistributedSampler):
     load_state_dict in, the restored state wins. Subclasses give the order of one epoch (`epoch_order`).
     """
 
-    def __init__(self, data_source: Dataset, seed: int, num_replicas: int = 1, rank: int = 0, shuffle: bool = True) -> None:
+    def __init__(
+        self, data_source: Dataset, seed: int, num_replicas: int = 1, rank: int = 0, shuffle: bool = True
+    ) -> None:
         super().__init__(data_source, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
         self.yielded = 0
         self._iterated = False
@@ -213,8 +215,12 @@ class GenDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         world, rank = self._shards()
         size = len(self.val_set) if self.val_set is not None else 0
-        return self._loader(self.val_set, lambda dataset: ShardSampler(dataset, num_replicas=world, rank=rank),
-                            even_batches_size(size, world, self.batch_size), drop_last=False)
+        return self._loader(
+            self.val_set,
+            lambda dataset: ShardSampler(dataset, num_replicas=world, rank=rank),
+            even_batches_size(size, world, self.batch_size),
+            drop_last=False,
+        )
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()

@@ -41,24 +41,38 @@ IGNORE_INDEX = -100  # label of padded target positions: F.cross_entropy's defau
 
 
 class BucketBatchSampler(DistributedSampler):
-    def __init__(self, lengths: np.ndarray, batch_size: int, num_replicas: int, rank: int, train: bool,
-                 seed: int = 0, bucket_batches: int = 50, split: str = "train") -> None:
+    def __init__(
+        self,
+        lengths: np.ndarray,
+        batch_size: int,
+        num_replicas: int,
+        rank: int,
+        train: bool,
+        seed: int = 0,
+        bucket_batches: int = 50,
+        split: str = "train",
+    ) -> None:
         """lengths: [N, 2] source and target lengths of the pairs; train: shuffle per epoch and keep full
         batches only (else: validation order, every pair once); split: its name, for error messages."""
-        super().__init__(range(len(lengths)), num_replicas=num_replicas, rank=rank, shuffle=train, seed=seed,
-                         drop_last=train)
+        super().__init__(
+            range(len(lengths)), num_replicas=num_replicas, rank=rank, shuffle=train, seed=seed, drop_last=train
+        )
         self.lengths, self.batch_size, self.bucket_batches, self.train = lengths, batch_size, bucket_batches, train
         n, ranks = len(lengths), num_replicas
         if train:
             self.per_rank = (n // batch_size) // ranks
             if self.per_rank == 0:
-                raise UserError(f"the {split} split has {n} pairs, fewer than data.batch_size x ranks = "
-                                f"{batch_size} x {ranks}; lower data.batch_size or give more pairs")
+                raise UserError(
+                    f"the {split} split has {n} pairs, fewer than data.batch_size x ranks = "
+                    f"{batch_size} x {ranks}; lower data.batch_size or give more pairs"
+                )
         else:
             self.per_rank = math.ceil(math.ceil(n / batch_size) / ranks)
             if n < self.per_rank * ranks:
-                raise UserError(f"the {split} split has {n} pairs, fewer than the {ranks} ranks need (one batch "
-                                f"each); give more validation pairs or run on fewer devices")
+                raise UserError(
+                    f"the {split} split has {n} pairs, fewer than the {ranks} ranks need (one batch "
+                    f"each); give more validation pairs or run on fewer devices"
+                )
         # DistributedSampler's own counters, in batches: what len() and Lightning read.
         self.num_samples, self.total_size = self.per_rank, self.per_rank * ranks
 

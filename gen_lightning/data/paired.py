@@ -66,18 +66,23 @@ def read_pairs(path: Path, fmt: str) -> list[Pair]:
             if fmt == "tsv":
                 columns = line.rstrip("\r\n").split("\t")
                 if len(columns) != 2:
-                    raise UserError(f"{origin}: {len(columns)} tab-separated columns, expected 2 (source<TAB>target); "
-                                    f"fix the line, or use JSONL for text that holds tabs")
+                    raise UserError(
+                        f"{origin}: {len(columns)} tab-separated columns, expected 2 (source<TAB>target); "
+                        f"fix the line, or use JSONL for text that holds tabs"
+                    )
                 pairs.append(_checked(columns[0], columns[1], origin))
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise UserError(f"{origin}: not valid JSON ({err.msg}); each line must be one object "
-                                f'{{"source": ..., "target": ...}}') from None
+                raise UserError(
+                    f"{origin}: not valid JSON ({err.msg}); each line must be one object "
+                    f'{{"source": ..., "target": ...}}'
+                ) from None
             if not isinstance(record, dict):
-                raise UserError(f"{origin}: a JSON {type(record).__name__}, expected an object "
-                                f'{{"source": ..., "target": ...}}')
+                raise UserError(
+                    f'{origin}: a JSON {type(record).__name__}, expected an object {{"source": ..., "target": ...}}'
+                )
             for key in ("source", "target"):
                 if key not in record:
                     raise UserError(f'{origin}: no "{key}" field; every line needs "source" and "target"')
@@ -169,8 +174,9 @@ class PairedTextDataModule(GenDataModule):
         """
         super().__init__(batch_size, val_fraction, seed, num_workers, pin_memory)
         if max_source_len < 1 or max_target_len < 1:
-            raise UserError(f"data.max_source_len and data.max_target_len must be >= 1, "
-                            f"got {max_source_len}, {max_target_len}")
+            raise UserError(
+                f"data.max_source_len and data.max_target_len must be >= 1, got {max_source_len}, {max_target_len}"
+            )
         if tokenizer == "bpe" and not 257 <= vocab_size <= 2**32 - 1:
             raise UserError(f"data.vocab_size must be at least 257 for a byte-level BPE, got {vocab_size}")
         if bucket_batches < 1:
@@ -196,8 +202,10 @@ class PairedTextDataModule(GenDataModule):
             else:
                 cut = len(train) - max(1, round(len(train) * val_fraction))
                 if cut < 1:
-                    raise UserError(f"'{train_file}' has {len(train)} pair(s): too few to split off validation; "
-                                    f"give more pairs or a data.val_file")
+                    raise UserError(
+                        f"'{train_file}' has {len(train)} pair(s): too few to split off validation; "
+                        f"give more pairs or a data.val_file"
+                    )
                 train, val = train[:cut], train[cut:]
             self._pairs = (train, val)
         self.tokenizer: Optional[Tokenizer] = ByteTokenizer() if tokenizer == "byte" else None
@@ -248,8 +256,10 @@ class PairedTextDataModule(GenDataModule):
             offsets[1:, 0] = np.cumsum([len(s) for s in sources])
             offsets[1:, 1] = np.cumsum([len(t) for t in targets])
             for side, ids in (("source", sources), ("target", targets)):
-                _write(cache / f"{split}.{side}.bin", lambda f, ids=ids: np.fromiter(
-                    (i for row in ids for i in row), dtype=dtype).tofile(f))
+                _write(
+                    cache / f"{split}.{side}.bin",
+                    lambda f, ids=ids: np.fromiter((i for row in ids for i in row), dtype=dtype).tofile(f),
+                )
             _write(cache / f"{split}.offsets.npy", lambda f, offsets=offsets: np.save(f, offsets))
             meta[f"{split}_pairs"] = len(sources)
             meta[f"{split}_truncated"] = truncated
@@ -292,8 +302,11 @@ class PairedTextDataModule(GenDataModule):
         sets = {}
         for split in ("train", "val"):
             offsets = np.load(cache / f"{split}.offsets.npy")
-            sets[split] = TokenPairs(_TokenFile(cache / f"{split}.source.bin", dtype, int(offsets[-1, 0])),
-                                     _TokenFile(cache / f"{split}.target.bin", dtype, int(offsets[-1, 1])), offsets)
+            sets[split] = TokenPairs(
+                _TokenFile(cache / f"{split}.source.bin", dtype, int(offsets[-1, 0])),
+                _TokenFile(cache / f"{split}.target.bin", dtype, int(offsets[-1, 1])),
+                offsets,
+            )
         self.train_set = sets["train"].truncated(self.max_train_pairs)
         self.val_set = sets["val"].truncated(self.max_val_pairs)
 
@@ -303,9 +316,16 @@ class PairedTextDataModule(GenDataModule):
             raise RuntimeError(f"{type(self).__name__}.setup() has not been called")
         trainer = self.trainer
         ranks, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sampler = BucketBatchSampler(dataset.lengths, self.batch_size, num_replicas=ranks, rank=rank, train=train,
-                                     seed=self.seed, bucket_batches=self.bucket_batches,
-                                     split="training" if train else "validation")
+        sampler = BucketBatchSampler(
+            dataset.lengths,
+            self.batch_size,
+            num_replicas=ranks,
+            rank=rank,
+            train=train,
+            seed=self.seed,
+            bucket_batches=self.bucket_batches,
+            split="training" if train else "validation",
+        )
         return StatefulDataLoader(
             dataset,
             batch_size=None,  # the sampler yields whole batches

@@ -46,8 +46,13 @@ def stdlib_files() -> list[Path]:
 
 # A byte-order mark names the encoding (UTF-16 text is full of NUL bytes, so it is looked for first);
 # UTF-32's marks begin with UTF-16's, so they come first. Without a mark: UTF-8.
-_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
-         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 _REPLACED = [0]  # bytes the decoder could not read, counted by the error handler below
 
 
@@ -98,9 +103,11 @@ def corpus_report(files: list[Path], binary: list[Path], replaced: dict[Path, in
     if binary:
         parts.append(f"{count(len(binary), 'binary file')} skipped ({some(binary)})")
     if replaced:
-        parts.append(f"{count(sum(replaced.values()), 'undecodable byte')} replaced with U+FFFD in "
-                     f"{count(len(replaced), 'file')} ({some(sorted(replaced))}); save text as UTF-8 (or with a "
-                     f"byte-order mark)")
+        parts.append(
+            f"{count(sum(replaced.values()), 'undecodable byte')} replaced with U+FFFD in "
+            f"{count(len(replaced), 'file')} ({some(sorted(replaced))}); save text as UTF-8 (or with a "
+            f"byte-order mark)"
+        )
     return "; ".join(parts)
 
 
@@ -113,7 +120,7 @@ def resolve_corpus(corpus: Optional[str], skipped: Optional[list[Path]] = None) 
             raise UserError("no standard-library sources found for the default corpus; set data.corpus to a text file")
         return files
     if corpus.startswith("stdlib:"):  # relative to this Python's standard library: a path valid on every machine
-        corpus = str(Path(sysconfig.get_paths()["stdlib"]) / corpus[len("stdlib:"):])
+        corpus = str(Path(sysconfig.get_paths()["stdlib"]) / corpus[len("stdlib:") :])
     path = Path(corpus).expanduser()
     if any(ch in corpus for ch in "*?["):
         files = [Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file()]
@@ -161,6 +168,7 @@ def _writer_id() -> str:
 
 
 # -- windows --------------------------------------------------------------------------------------
+
 
 class _TokenFile:
     """A lazily opened memmap: opened in the process that reads it (DataLoader workers included)."""
@@ -327,10 +335,19 @@ class TextDataModule(GenDataModule):
         tok = self._build_tokenizer(train_docs)
         (cache / "tokenizer.json").write_text(tok.to_json())
         dtype = "uint16" if tok.vocab_size <= 2**16 else "uint32"
-        counts = {split: self._write_tokens(tok, docs, cache / f"{split}.bin", dtype, split)
-                  for split, docs in (("train", train_docs), ("val", val_docs))}
-        meta = {"dtype": dtype, "vocab_size": tok.vocab_size, "tokenizer": tok.kind, "eot_id": tok.eot_id,
-                "train_tokens": counts["train"], "val_tokens": counts["val"], "files": len(self.files)}
+        counts = {
+            split: self._write_tokens(tok, docs, cache / f"{split}.bin", dtype, split)
+            for split, docs in (("train", train_docs), ("val", val_docs))
+        }
+        meta = {
+            "dtype": dtype,
+            "vocab_size": tok.vocab_size,
+            "tokenizer": tok.kind,
+            "eot_id": tok.eot_id,
+            "train_tokens": counts["train"],
+            "val_tokens": counts["val"],
+            "files": len(self.files),
+        }
         tmp = cache / f"meta.json.{_writer_id()}.tmp"
         tmp.write_text(json.dumps(meta, indent=1))
         os.replace(tmp, cache / "meta.json")  # the commit point of the cache

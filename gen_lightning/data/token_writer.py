@@ -36,8 +36,11 @@ def encode_documents(tok: Tokenizer, docs: Sequence[str], dtype: str) -> np.ndar
     else:
         parts = [np.asarray(ids, dtype=dtype) for ids in tok.encode_batch(list(docs))]
     eot = np.asarray([tok.eot_id], dtype=dtype)
-    return np.concatenate([x for p in parts for x in (p.astype(dtype, copy=False), eot)]) if parts \
+    return (
+        np.concatenate([x for p in parts for x in (p.astype(dtype, copy=False), eot)])
+        if parts
         else np.zeros(0, dtype=dtype)
+    )
 
 
 def _encode_in_worker(span: tuple[int, int]) -> np.ndarray:
@@ -79,25 +82,45 @@ def _forget_worker_state() -> None:
     _worker_tok, _worker_docs = None, ()
 
 
-def write_tokens(tok: Tokenizer, docs: Sequence[str], out: BinaryIO, dtype: str, label: str,
-                 workers: Optional[int] = None, parallel_min_bytes: int = PARALLEL_MIN_BYTES) -> int:
+def write_tokens(
+    tok: Tokenizer,
+    docs: Sequence[str],
+    out: BinaryIO,
+    dtype: str,
+    label: str,
+    workers: Optional[int] = None,
+    parallel_min_bytes: int = PARALLEL_MIN_BYTES,
+) -> int:
     """Write the token stream of `docs` to `out`; returns the number of tokens written."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     sizes = [len(d.encode("utf-8")) for d in docs]
     workers = default_workers() if workers is None else workers
-    parallel = (tok.kind != "byte" and workers > 1 and sum(sizes) >= parallel_min_bytes
-                and "fork" in multiprocessing.get_all_start_methods())
+    parallel = (
+        tok.kind != "byte"
+        and workers > 1
+        and sum(sizes) >= parallel_min_bytes
+        and "fork" in multiprocessing.get_all_start_methods()
+    )
     chunks = list(_chunks(sizes))
     # Forked before the progress bar starts its refresh thread: a child must not inherit a thread's held lock.
     pool = _fork_pool(tok, docs, dtype, workers) if parallel else None
     count = 0
     try:
-        with Progress(TextColumn(f"tokenizing {label}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                      TimeRemainingColumn(), transient=True) as progress:
+        with Progress(
+            TextColumn(f"tokenizing {label}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+        ) as progress:
             task = progress.add_task(label, total=sum(sizes))
-            results = (pool.imap(_encode_in_worker, [c for c, _ in chunks]) if pool is not None
-                       else (encode_documents(tok, docs[a:b], dtype) for (a, b), _ in chunks))
+            results = (
+                pool.imap(_encode_in_worker, [c for c, _ in chunks])
+                if pool is not None
+                else (encode_documents(tok, docs[a:b], dtype) for (a, b), _ in chunks)
+            )
             for arr, (_, size) in zip(results, chunks):  # imap keeps the corpus order
                 out.write(arr.data)  # a contiguous array: no copy
                 count += len(arr)

@@ -109,11 +109,15 @@ def load_tokenizer(source: str | Path, option: str = "data.tokenizer") -> BPETok
         elif all((path / name).is_file() for name in GPT2_FILES):
             path = path / "vocab.json"
         else:
-            raise UserError(f"{option}: the folder '{source}' holds neither tokenizer.json nor GPT-2's "
-                            f"vocab.json + merges.txt; point it at a tokenizer file or such a folder")
+            raise UserError(
+                f"{option}: the folder '{source}' holds neither tokenizer.json nor GPT-2's "
+                f"vocab.json + merges.txt; point it at a tokenizer file or such a folder"
+            )
     if not path.is_file():
-        raise UserError(f"{option}: '{source}' is neither byte, bpe nor an existing tokenizer file or folder "
-                        f"(tokenizer.json, or a folder with GPT-2's vocab.json + merges.txt)")
+        raise UserError(
+            f"{option}: '{source}' is neither byte, bpe nor an existing tokenizer file or folder "
+            f"(tokenizer.json, or a folder with GPT-2's vocab.json + merges.txt)"
+        )
     try:
         spec = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -128,8 +132,10 @@ def load_tokenizer(source: str | Path, option: str = "data.tokenizer") -> BPETok
     except Exception as err:  # noqa: BLE001 - the library's parse errors: the file is the user's to fix
         raise UserError(f"{option}: '{path}' could not be read as a tokenizer ({type(err).__name__}: {err})") from None
     if hf.token_to_id(EOT) is None:
-        raise UserError(f"{option}: '{path}' has no {EOT} token, which the text layer puts between documents; "
-                        f"use a tokenizer that has it (GPT-2's does)")
+        raise UserError(
+            f"{option}: '{path}' has no {EOT} token, which the text layer puts between documents; "
+            f"use a tokenizer that has it (GPT-2's does)"
+        )
     return BPETokenizer(hf)
 
 

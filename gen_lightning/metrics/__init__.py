@@ -13,5 +13,10 @@ from gen_lightning.metrics.reference import ReferenceStats
 from gen_lightning.metrics.scores import GenerativeScores
 
 __all__ = [
-    "ClassifierFeatures", "FeatureExtractor", "GenerativeScores", "ReferenceStats", "TokenPerplexity", "to_uint8",
+    "ClassifierFeatures",
+    "FeatureExtractor",
+    "GenerativeScores",
+    "ReferenceStats",
+    "TokenPerplexity",
+    "to_uint8",
 ]

@@ -46,8 +46,11 @@ def dataset_key(datamodule) -> str:
     if channels != _DEFAULTS.get(name, (channels, size))[0]:
         key += f"-c{channels}"
     if name in ("folder", "synthetic"):  # not one fixed dataset: tie the key to what defines it
-        spec = str(Path(datamodule.root).resolve()) if name == "folder" else repr(
-            (datamodule.synthetic_size, datamodule.num_classes, datamodule.seed))
+        spec = (
+            str(Path(datamodule.root).resolve())
+            if name == "folder"
+            else repr((datamodule.synthetic_size, datamodule.num_classes, datamodule.seed))
+        )
         key += "-" + hashlib.sha1(spec.encode()).hexdigest()[:8]
     return key
 
@@ -55,8 +58,16 @@ def dataset_key(datamodule) -> str:
 # The launcher's variables that would make the child process join (or wait for) the parent's job.
 # CUDA_VISIBLE_DEVICES stays: under Slurm it names the GPUs this job was given.
 _JOB_ENV_PREFIXES = ("SLURM_", "TORCHELASTIC_", "PL_")
-_JOB_ENV = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "NODE_RANK", "MASTER_ADDR",
-            "MASTER_PORT"}
+_JOB_ENV = {
+    "RANK",
+    "LOCAL_RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "NODE_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+}
 
 
 def classifier_fit_args(datamodule, path: Path, root_dir: Path, max_epochs: Optional[int] = None) -> list[str]:
@@ -66,18 +77,30 @@ def classifier_fit_args(datamodule, path: Path, root_dir: Path, max_epochs: Opti
 
     channels, size, _ = datamodule.image_shape
     return [
-        "fit", "--seed_everything=0",
+        "fit",
+        "--seed_everything=0",
         "--model=gen_lightning.models.classifier.ClassifierModule",
         f"--model.num_classes={datamodule.num_classes}",  # image_size/channels: linked from the data's
         f"--model.export_path={path}",
         "--data=gen_lightning.data.ImageDataModule",
-        f"--data.dataset={datamodule.dataset}", f"--data.root={datamodule.root}", f"--data.image_size={size}",
-        f"--data.channels={channels}", "--data.download=false", f"--data.synthetic_size={datamodule.synthetic_size}",
-        f"--data.num_classes={datamodule.num_classes}", f"--data.val_fraction={datamodule.val_fraction}",
-        f"--data.seed={datamodule.seed}", "--data.batch_size=64",
-        f"--trainer.max_epochs={max_epochs or DEFAULT_EPOCHS}", "--trainer.devices=1", "--trainer.num_nodes=1",
-        "--trainer.strategy=auto", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false", f"--trainer.default_root_dir={root_dir}",
+        f"--data.dataset={datamodule.dataset}",
+        f"--data.root={datamodule.root}",
+        f"--data.image_size={size}",
+        f"--data.channels={channels}",
+        "--data.download=false",
+        f"--data.synthetic_size={datamodule.synthetic_size}",
+        f"--data.num_classes={datamodule.num_classes}",
+        f"--data.val_fraction={datamodule.val_fraction}",
+        f"--data.seed={datamodule.seed}",
+        "--data.batch_size=64",
+        f"--trainer.max_epochs={max_epochs or DEFAULT_EPOCHS}",
+        "--trainer.devices=1",
+        "--trainer.num_nodes=1",
+        "--trainer.strategy=auto",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={root_dir}",
     ]
 
 
@@ -125,12 +148,18 @@ def _ensure_classifier_locked(datamodule, path: Path, train_if_missing: bool) ->
     log.warning("GenerativeMetrics: no classifier evaluator at %s; training one now (once, then cached)", path)
     start = time.perf_counter()
     acc = train_classifier(datamodule, path)
-    log.warning("GenerativeMetrics: trained the classifier evaluator in %.1f s, val/acc %.4f -> %s",
-                time.perf_counter() - start, acc, path)
+    log.warning(
+        "GenerativeMetrics: trained the classifier evaluator in %.1f s, val/acc %.4f -> %s",
+        time.perf_counter() - start,
+        acc,
+        path,
+    )
     return path
 
 
-def load_classifier_features(path: str | Path, image_shape: Optional[tuple[int, int, int]] = None) -> ClassifierFeatures:
+def load_classifier_features(
+    path: str | Path, image_shape: Optional[tuple[int, int, int]] = None
+) -> ClassifierFeatures:
     from gen_lightning.models.classifier import load_evaluator_net
 
     path = Path(path)
@@ -145,6 +174,8 @@ def load_classifier_features(path: str | Path, image_shape: Optional[tuple[int, 
         )
     acc = meta.get("val_acc")
     if acc is not None and acc < MIN_TRUSTED_ACCURACY:
-        log.warning("classifier evaluator %s has only %.1f%% validation accuracy: FID/IS from it are weak", path, 100 * acc)
+        log.warning(
+            "classifier evaluator %s has only %.1f%% validation accuracy: FID/IS from it are weak", path, 100 * acc
+        )
     fingerprint = hashlib.sha1(path.read_bytes()).hexdigest()[:8]  # the weights, wherever the file moves
     return ClassifierFeatures(net, shape, fingerprint)

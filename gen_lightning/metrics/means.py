@@ -27,8 +27,13 @@ class WeightedMeans(nn.Module):
     def _slot(key: str) -> str:
         return key.replace("/", "__")  # ModuleDict keys cannot hold a dot or a slash
 
-    def log(self, module: L.LightningModule, values: dict[str, torch.Tensor], batch_size: int,
-            prog_bar: tuple[str, ...] = ()) -> None:
+    def log(
+        self,
+        module: L.LightningModule,
+        values: dict[str, torch.Tensor],
+        batch_size: int,
+        prog_bar: tuple[str, ...] = (),
+    ) -> None:
         """Add one batch's values (each a mean over the batch) and log the running means; Lightning computes,
         logs and resets the metrics at the end of the epoch."""
         for key, value in values.items():

@@ -51,7 +51,9 @@ class ReferenceStats:
     def load(cls, path: str | os.PathLike) -> "ReferenceStats":
         path = Path(path)
         if not path.is_file():
-            raise UserError(f"reference statistics '{path}' do not exist; give an .npz with mu and sigma (pytorch-fid layout)")
+            raise UserError(
+                f"reference statistics '{path}' do not exist; give an .npz with mu and sigma (pytorch-fid layout)"
+            )
         try:
             with np.load(path) as f:
                 mu, sigma = np.asarray(f["mu"], np.float64), np.asarray(f["sigma"], np.float64)
@@ -59,7 +61,11 @@ class ReferenceStats:
                 kid = np.asarray(f["kid_features"], np.float32) if "kid_features" in f else None
                 extractor = str(f["extractor"]) if "extractor" in f else None
         except (KeyError, ValueError, OSError) as err:
-            raise UserError(f"reference statistics '{path}' are unreadable ({err}); expected an .npz with mu and sigma") from None
+            raise UserError(
+                f"reference statistics '{path}' are unreadable ({err}); expected an .npz with mu and sigma"
+            ) from None
         if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-            raise UserError(f"reference statistics '{path}': mu must be [D] and sigma [D, D], got {mu.shape} and {sigma.shape}")
+            raise UserError(
+                f"reference statistics '{path}': mu must be [D] and sigma [D, D], got {mu.shape} and {sigma.shape}"
+            )
         return cls(mu, sigma, n, kid, extractor)

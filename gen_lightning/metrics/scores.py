@@ -138,9 +138,7 @@ class GenerativeScores(nn.Module):
 
     def _kid_subset_size(self) -> int:
         """KID's subsets must fit in both sides: the smaller global count caps the configured size."""
-        counts = torch.tensor(
-            [len(self.kid.real_features[0]), len(self.kid.fake_features[0])], device=self.fid.device
-        )
+        counts = torch.tensor([len(self.kid.real_features[0]), len(self.kid.fake_features[0])], device=self.fid.device)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(counts)
         smallest = int(counts.min())
@@ -185,7 +183,9 @@ class GenerativeScores(nn.Module):
         sigma = torch.as_tensor(stats.sigma, dtype=torch.float64, device=device)
         on_this_rank = rank == 0
         fid.real_features_sum = mu * n if on_this_rank else torch.zeros_like(mu)
-        fid.real_features_cov_sum = ((n - 1) * sigma + n * torch.outer(mu, mu)) if on_this_rank else torch.zeros_like(sigma)
+        fid.real_features_cov_sum = (
+            ((n - 1) * sigma + n * torch.outer(mu, mu)) if on_this_rank else torch.zeros_like(sigma)
+        )
         fid.real_features_num_samples = torch.tensor(n if on_this_rank else 0, dtype=torch.long, device=device)
         self.kid.real_features = []
         self.kid_available = "kid" in self.metrics and stats.kid_features is not None

@@ -38,11 +38,17 @@ class SmallCNN(nn.Module):
     def __init__(self, channels: int, num_classes: int, feature_dim: int = 128, width: int = 32) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
             # A fixed 4x4 grid makes the head independent of the image size (8, 28, 32, 64, ...).
-            nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-            nn.Linear(2 * width * 16, feature_dim), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+            nn.Linear(2 * width * 16, feature_dim),
+            nn.ReLU(),
         )
         self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(feature_dim, num_classes))
         self.feature_dim = feature_dim
@@ -110,8 +116,12 @@ class ClassifierModule(L.LightningModule):
         x, y = batch[0], batch[1]  # (images, labels, index)
         logits = self(x)
         n = x.shape[0]
-        self.val_means.log(self, {"val/loss": F.cross_entropy(logits, y), "val/acc": (logits.argmax(1) == y).float().mean()},
-                           n, prog_bar=("val/acc",))
+        self.val_means.log(
+            self,
+            {"val/loss": F.cross_entropy(logits, y), "val/acc": (logits.argmax(1) == y).float().mean()},
+            n,
+            prog_bar=("val/acc",),
+        )
 
     def setup(self, stage: str) -> None:
         check_image_shape(self, self.image_shape)
@@ -119,8 +129,15 @@ class ClassifierModule(L.LightningModule):
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         steps = self.trainer.estimated_stepping_batches
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=self.hparams.lr, total_steps=max(1, int(steps))), "interval": "step"}}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {
+                "scheduler": torch.optim.lr_scheduler.OneCycleLR(
+                    opt, max_lr=self.hparams.lr, total_steps=max(1, int(steps))
+                ),
+                "interval": "step",
+            },
+        }
 
     def on_fit_end(self) -> None:
         if self.hparams.export_path and self.trainer.is_global_zero:

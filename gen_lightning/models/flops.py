@@ -30,7 +30,10 @@ def meta_like(t: torch.Tensor) -> torch.Tensor:
     return torch.empty(t.shape, dtype=t.dtype, device="meta")
 
 
-def count(model: torch.nn.Module, forward: Callable[[], torch.Tensor],
-          loss: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> int:
+def count(
+    model: torch.nn.Module,
+    forward: Callable[[], torch.Tensor],
+    loss: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+) -> int:
     """FLOPs of `forward()` and, with `loss`, of the backward of loss(forward())."""
     return int(measure_flops(model, forward, loss))

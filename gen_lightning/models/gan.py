@@ -114,8 +114,10 @@ class GANModule(L.LightningModule):
                 "samples of a batch; set --model.d_norm none"
             )
         if compile and (loss == "wgan-gp" or r1_gamma > 0):
-            raise UserError("model.compile: torch.compile does not support the double backward of the wgan-gp "
-                            "and R1 penalties; set --model.compile false (or another loss and r1_gamma 0)")
+            raise UserError(
+                "model.compile: torch.compile does not support the double backward of the wgan-gp "
+                "and R1 penalties; set --model.compile false (or another loss and r1_gamma 0)"
+            )
         if not 0.0 <= ema_decay < 1.0:
             raise UserError(f"model.ema_decay must be in [0, 1) (0 = off), got {ema_decay}")
         self.image_shape = (channels, image_size, image_size)
@@ -188,8 +190,9 @@ class GANModule(L.LightningModule):
         logs["train/d_loss"] = loss.detach()
         return logs
 
-    def discriminator_objective(self, discriminator, real: torch.Tensor, fake: torch.Tensor,
-                                labels: Optional[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+    def discriminator_objective(
+        self, discriminator, real: torch.Tensor, fake: torch.Tensor, labels: Optional[torch.Tensor]
+    ) -> tuple[torch.Tensor, dict]:
         """D's loss with its penalties on a batch of real and generated images, and what to log of it."""
         hp = self.hparams
         real = real.detach().requires_grad_(hp.r1_gamma > 0)  # R1 differentiates D(real) w.r.t. real
@@ -226,12 +229,17 @@ class GANModule(L.LightningModule):
         def d_forward():
             with torch.no_grad():
                 fake = twin.generator(z, labels)
-            return discriminator_loss(self.hparams.loss, twin.discriminator(real, labels), twin.discriminator(fake, labels))
+            return discriminator_loss(
+                self.hparams.loss, twin.discriminator(real, labels), twin.discriminator(fake, labels)
+            )
 
         d_step = count(twin, d_forward, lambda loss: loss)
         with twin.training_only("generator"):
-            g_step = count(twin, lambda: generator_loss(self.hparams.loss, twin.discriminator(twin.generator(z, labels), labels)),
-                           lambda loss: loss)
+            g_step = count(
+                twin,
+                lambda: generator_loss(self.hparams.loss, twin.discriminator(twin.generator(z, labels), labels)),
+                lambda loss: loss,
+            )
         return self.hparams.n_critic * d_step + g_step
 
     @contextmanager
@@ -265,9 +273,16 @@ class GANModule(L.LightningModule):
         fake = self.generate(z, labels)
         labels = labels if self.conditional else None
         real_scores, fake_scores = self.discriminator(real, labels), self.discriminator(fake, labels)
-        self.val_means.log(self, {"val/d_loss": discriminator_loss(self.hparams.loss, real_scores, fake_scores),
-                                  "val/d_real": real_scores.mean(), "val/d_fake": fake_scores.mean()},
-                           real.shape[0], prog_bar=("val/d_loss",))
+        self.val_means.log(
+            self,
+            {
+                "val/d_loss": discriminator_loss(self.hparams.loss, real_scores, fake_scores),
+                "val/d_real": real_scores.mean(),
+                "val/d_fake": fake_scores.mean(),
+            },
+            real.shape[0],
+            prog_bar=("val/d_loss",),
+        )
 
     # -- Lightning plumbing -----------------------------------------------------------------------
     def setup(self, stage: str) -> None:

@@ -76,8 +76,9 @@ class GPTModule(LanguageModel):
         self.save_hyperparameters()
         overrides = {k: v for k, v in dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd).items() if v is not None}
         try:
-            config = GPTConfig.named(size, block_size=block_size, vocab_size=vocab_size, dropout=dropout,
-                                     bias=bias, **overrides)
+            config = GPTConfig.named(
+                size, block_size=block_size, vocab_size=vocab_size, dropout=dropout, bias=bias, **overrides
+            )
             self.net = GPT(config)
         except ValueError as err:
             raise UserError(f"model: {err}; change model.n_embd/n_head/size") from None
@@ -106,7 +107,7 @@ class GPTModule(LanguageModel):
         elif path.is_file():
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
             origin = f"the checkpoint {path.resolve()} (step {ckpt.get('global_step', '?')})"
-            state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+            state = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
             if not state:
                 raise UserError(f"model.init_from: '{source}' is not a GPT checkpoint (no net.* weights in it)")
             src_head = _n_head_of(ckpt.get("hyper_parameters", {}))
@@ -115,7 +116,9 @@ class GPTModule(LanguageModel):
             raise UserError(f"model.init_from: '{source}' does not exist; give a .ckpt file or a HF GPT-2 folder")
         config = self.net.config
         if src_head is not None and src_head != config.n_head:
-            raise UserError(f"model.init_from has {src_head} heads, this model {config.n_head}; set --model.n_head {src_head}")
+            raise UserError(
+                f"model.init_from has {src_head} heads, this model {config.n_head}; set --model.n_head {src_head}"
+            )
         if src_tokenizer is not None and self.tokenizer_json is not None and src_tokenizer != self.tokenizer_json:
             raise UserError(
                 "model.init_from was trained with another tokenizer than this data's; token ids would not match "
@@ -130,8 +133,11 @@ class GPTModule(LanguageModel):
             )
         state["transformer.wpe.weight"] = wpe[: config.block_size]  # a shorter context keeps the first positions
         mine = self.net.state_dict()
-        wrong = [f"{k} {tuple(v.shape)} vs {tuple(mine[k].shape)}" for k, v in state.items()
-                 if k in mine and v.shape != mine[k].shape]
+        wrong = [
+            f"{k} {tuple(v.shape)} vs {tuple(mine[k].shape)}"
+            for k, v in state.items()
+            if k in mine and v.shape != mine[k].shape
+        ]
         missing = sorted(set(mine) - set(state))
         if wrong or missing:
             raise UserError(

@@ -31,7 +31,9 @@ def is_hf_gpt2_dir(path: str | Path) -> bool:
 
 def _config_from_hf(hf: dict, source: Path) -> GPTConfig:
     if hf.get("model_type") != "gpt2":
-        raise UserError(f"{source}/config.json has model_type {hf.get('model_type')!r}; only GPT-2 models can be imported")
+        raise UserError(
+            f"{source}/config.json has model_type {hf.get('model_type')!r}; only GPT-2 models can be imported"
+        )
     unsupported = {
         "activation_function": (hf.get("activation_function", "gelu_new"), ("gelu_new", "gelu_pytorch_tanh")),
         "n_inner": (hf.get("n_inner"), (None, 4 * hf["n_embd"])),
@@ -42,10 +44,17 @@ def _config_from_hf(hf: dict, source: Path) -> GPTConfig:
     }
     for key, (value, allowed) in unsupported.items():
         if value not in allowed:
-            raise UserError(f"{source}/config.json: {key}={value!r} is not the GPT-2 architecture this model implements")
+            raise UserError(
+                f"{source}/config.json: {key}={value!r} is not the GPT-2 architecture this model implements"
+            )
     return GPTConfig(
-        block_size=hf["n_positions"], vocab_size=hf["vocab_size"], n_layer=hf["n_layer"], n_head=hf["n_head"],
-        n_embd=hf["n_embd"], dropout=0.0, bias=True,
+        block_size=hf["n_positions"],
+        vocab_size=hf["vocab_size"],
+        n_layer=hf["n_layer"],
+        n_head=hf["n_head"],
+        n_embd=hf["n_embd"],
+        dropout=0.0,
+        bias=True,
     )
 
 
@@ -84,8 +93,9 @@ def gpt_from_hf(directory: str | Path) -> GPT:
     return model
 
 
-def export_hf_gpt2(model: GPT, out_dir: str | Path, eot_id: Optional[int] = None,
-                   tokenizer_json: Optional[str] = None) -> Path:
+def export_hf_gpt2(
+    model: GPT, out_dir: str | Path, eot_id: Optional[int] = None, tokenizer_json: Optional[str] = None
+) -> Path:
     """Write `model` as a GPT2LMHeadModel folder that `transformers` loads with `from_pretrained(out_dir)`."""
     from safetensors.torch import save_file
 

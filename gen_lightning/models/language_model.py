@@ -123,7 +123,9 @@ class LanguageModel(L.LightningModule):
         optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), **self._fused_kwargs(params))
         decay_steps = hp.decay_steps or self.trainer.estimated_stepping_batches
         if not math.isfinite(decay_steps):
-            raise UserError("the LR schedule needs an end: set trainer.max_steps, trainer.max_epochs or model.decay_steps")
+            raise UserError(
+                "the LR schedule needs an end: set trainer.max_steps, trainer.max_epochs or model.decay_steps"
+            )
         min_ratio = (hp.min_lr if hp.min_lr is not None else hp.lr / 10) / hp.lr
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_cosine(step, hp.warmup_steps, int(decay_steps), min_ratio)
@@ -146,8 +148,10 @@ class LanguageModel(L.LightningModule):
         saved = checkpoint.get("tokenizer")
         # Resuming/evaluating on data tokenized another way would feed the model ids it never learnt.
         if saved is not None and self.tokenizer_json is not None and saved != self.tokenizer_json:
-            raise UserError("the checkpoint was trained with another tokenizer than this data's (data.tokenizer / "
-                            "data.vocab_size); use the checkpoint's tokenizer settings, or start without --ckpt_path")
+            raise UserError(
+                "the checkpoint was trained with another tokenizer than this data's (data.tokenizer / "
+                "data.vocab_size); use the checkpoint's tokenizer settings, or start without --ckpt_path"
+            )
         self.tokenizer_json = saved
 
     # -- generation ---------------------------------------------------------------------------------
@@ -180,11 +184,17 @@ class LanguageModel(L.LightningModule):
         start = ids or [tok.eot_id]
         idx = torch.tensor([start] * num_samples, dtype=torch.long)
         out = self.generate(
-            idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-            stop_token=tok.eot_id if stop_at_eot else None, use_cache=use_cache, generator=generator,
+            idx,
+            max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            stop_token=tok.eot_id if stop_at_eot else None,
+            use_cache=use_cache,
+            generator=generator,
         )
         texts = []
-        for row in out[:, len(start):].tolist():
+        for row in out[:, len(start) :].tolist():
             if stop_at_eot and tok.eot_id in row:
                 row = row[: row.index(tok.eot_id)]
             texts.append(tok.decode(row))

@@ -57,8 +57,9 @@ class LSTMModule(LanguageModel):
         super().__init__()
         check_learning_rates(lr=lr, min_lr=min_lr)
         self.save_hyperparameters()
-        self.net = LSTMLM(LSTMConfig(vocab_size=vocab_size, n_embd=n_embd, n_hidden=n_hidden, n_layer=n_layer,
-                                     dropout=dropout))
+        self.net = LSTMLM(
+            LSTMConfig(vocab_size=vocab_size, n_embd=n_embd, n_hidden=n_hidden, n_layer=n_layer, dropout=dropout)
+        )
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Token ids [B, T] -> next-token logits [B, T, vocab_size], from the zero state (one BPTT segment)."""

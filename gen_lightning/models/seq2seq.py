@@ -107,20 +107,32 @@ class Seq2SeqModule(L.LightningModule):
         if not 0.0 <= word_dropout < 1.0:
             raise UserError(f"model.word_dropout must be in [0, 1), got {word_dropout}")
         if num_beams < 1 or (val_generate_batches is not None and val_generate_batches < 0):
-            raise UserError(f"model.num_beams must be >= 1 and model.val_generate_batches >= 0 (or null), "
-                            f"got {num_beams} and {val_generate_batches}")
+            raise UserError(
+                f"model.num_beams must be >= 1 and model.val_generate_batches >= 0 (or null), "
+                f"got {num_beams} and {val_generate_batches}"
+            )
         try:
-            self.net = Seq2Seq(Seq2SeqConfig(
-                vocab_size=vocab_size, source_block_size=source_block_size, target_block_size=target_block_size,
-                n_encoder_layer=n_encoder_layer, n_decoder_layer=n_decoder_layer, n_head=n_head, n_embd=n_embd,
-                dropout=dropout, bias=bias,
-            ))
+            self.net = Seq2Seq(
+                Seq2SeqConfig(
+                    vocab_size=vocab_size,
+                    source_block_size=source_block_size,
+                    target_block_size=target_block_size,
+                    n_encoder_layer=n_encoder_layer,
+                    n_decoder_layer=n_decoder_layer,
+                    n_head=n_head,
+                    n_embd=n_embd,
+                    dropout=dropout,
+                    bias=bias,
+                )
+            )
         except ValueError as err:
             raise UserError(f"model: {err}; change model.n_embd/n_head") from None
         self.max_new_tokens = max_new_tokens or target_block_size
         if not 1 <= self.max_new_tokens <= target_block_size:
-            raise UserError(f"model.max_new_tokens must be in 1..model.target_block_size ({target_block_size}), "
-                            f"got {max_new_tokens}")
+            raise UserError(
+                f"model.max_new_tokens must be in 1..model.target_block_size ({target_block_size}), "
+                f"got {max_new_tokens}"
+            )
         self.val_perplexity = TokenPerplexity()
         self.val_bleu = SacreBLEUScore()
         self.val_chrf = CHRFScore()
@@ -141,15 +153,25 @@ class Seq2SeqModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if not isinstance(datamodule, PairedTextDataModule):
-            raise UserError("Seq2SeqModule trains on source/target pairs: set data.class_path to "
-                            "gen_lightning.data.PairedTextDataModule")
+            raise UserError(
+                "Seq2SeqModule trains on source/target pairs: set data.class_path to "
+                "gen_lightning.data.PairedTextDataModule"
+            )
         config = self.net.config
         fits = [
             (datamodule.vocab_size, config.vocab_size, "the data's tokenizer has {} ids", "model.vocab_size"),
-            (datamodule.max_source_len, config.source_block_size, "data.max_source_len is {}",
-             "model.source_block_size"),
-            (datamodule.max_target_len + 1, config.target_block_size, "data.max_target_len + 1 (start token) is {}",
-             "model.target_block_size"),
+            (
+                datamodule.max_source_len,
+                config.source_block_size,
+                "data.max_source_len is {}",
+                "model.source_block_size",
+            ),
+            (
+                datamodule.max_target_len + 1,
+                config.target_block_size,
+                "data.max_target_len + 1 (start token) is {}",
+                "model.target_block_size",
+            ),
         ]
         for need, have, what, option in fits:
             if need > have:
@@ -167,27 +189,43 @@ class Seq2SeqModule(L.LightningModule):
         if not path.is_file():
             raise UserError(f"model.init_from: '{source}' does not exist; give a GPT checkpoint (.ckpt)")
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        gpt = {k[len("net.transformer."):]: v for k, v in ckpt.get("state_dict", {}).items()
-               if k.startswith("net.transformer.")}
+        gpt = {
+            k[len("net.transformer.") :]: v
+            for k, v in ckpt.get("state_dict", {}).items()
+            if k.startswith("net.transformer.")
+        }
         if "wte.weight" not in gpt:
-            raise UserError(f"model.init_from: '{source}' is not a GPT checkpoint (no net.transformer.* weights); "
-                            f"give one written by a GPTModule run")
+            raise UserError(
+                f"model.init_from: '{source}' is not a GPT checkpoint (no net.transformer.* weights); "
+                f"give one written by a GPTModule run"
+            )
         config, (vocab, width) = self.net.config, gpt["wte.weight"].shape
         gpt_layers = 1 + max(int(k.split(".")[1]) for k in gpt if k.startswith("h."))
         gpt_heads = _n_head_of(ckpt.get("hyper_parameters", {}))
         wanted = max(config.n_encoder_layer, config.n_decoder_layer)
         problems = [
             (width != config.n_embd, f"is {width} wide, this model {config.n_embd}; set --model.n_embd {width}"),
-            (gpt_heads is not None and gpt_heads != config.n_head,
-             f"has {gpt_heads} heads, this model {config.n_head}; set --model.n_head {gpt_heads}"),
-            (vocab != config.vocab_size, f"knows {vocab} token ids, this model {config.vocab_size}; "
-                                         f"use the GPT's tokenizer and --model.vocab_size {vocab}"),
-            (gpt_layers < wanted, f"has {gpt_layers} layers, this model needs {wanted}; "
-                                  f"set --model.n_encoder_layer/--model.n_decoder_layer <= {gpt_layers}"),
-            (ckpt.get("tokenizer") is not None and self.tokenizer_json is not None
-             and ckpt["tokenizer"] != self.tokenizer_json,
-             "was trained with another tokenizer than this data's; token ids would not match (use data.tokenizer "
-             "byte for both, or the same BPE)"),
+            (
+                gpt_heads is not None and gpt_heads != config.n_head,
+                f"has {gpt_heads} heads, this model {config.n_head}; set --model.n_head {gpt_heads}",
+            ),
+            (
+                vocab != config.vocab_size,
+                f"knows {vocab} token ids, this model {config.vocab_size}; "
+                f"use the GPT's tokenizer and --model.vocab_size {vocab}",
+            ),
+            (
+                gpt_layers < wanted,
+                f"has {gpt_layers} layers, this model needs {wanted}; "
+                f"set --model.n_encoder_layer/--model.n_decoder_layer <= {gpt_layers}",
+            ),
+            (
+                ckpt.get("tokenizer") is not None
+                and self.tokenizer_json is not None
+                and ckpt["tokenizer"] != self.tokenizer_json,
+                "was trained with another tokenizer than this data's; token ids would not match (use data.tokenizer "
+                "byte for both, or the same BPE)",
+            ),
         ]
         for bad, message in problems:
             if bad:
@@ -205,10 +243,12 @@ class Seq2SeqModule(L.LightningModule):
                     copied[f"{stack}.{key}"] = value  # the same names: Block and DecoderBlock share GPT's
         self.net.load_state_dict({**state, **copied, "lm_head.weight": gpt["wte.weight"]})
         fresh = sum(1 for k in state if ".cross_attn." in k or ".ln_cross." in k)
-        rank_zero_info(f"init_from: {len(copied)} tensors from {path} (embeddings, self-attention, MLP and LayerNorms "
-                       f"of {config.n_encoder_layer} encoder and {config.n_decoder_layer} decoder blocks; positions "
-                       f"encoder {positions['encoder']}, decoder {positions['decoder']}); {fresh} cross-attention "
-                       f"tensors fresh")
+        rank_zero_info(
+            f"init_from: {len(copied)} tensors from {path} (embeddings, self-attention, MLP and LayerNorms "
+            f"of {config.n_encoder_layer} encoder and {config.n_decoder_layer} decoder blocks; positions "
+            f"encoder {positions['encoder']}, decoder {positions['decoder']}); {fresh} cross-attention "
+            f"tensors fresh"
+        )
 
     # -- training ---------------------------------------------------------------------------------
     def forward(self, source: torch.Tensor, source_mask: torch.Tensor, target_in: torch.Tensor) -> torch.Tensor:
@@ -222,8 +262,12 @@ class Seq2SeqModule(L.LightningModule):
             drop[:, 0] = False  # the start token stays
             target_in = target_in.masked_fill(drop, self.tokenizer.eot_id)
         logits = self.net(batch.source, batch.source_mask, target_in)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), batch.target_out.flatten(), ignore_index=IGNORE_INDEX,
-                               label_smoothing=self.hparams.label_smoothing)
+        loss = F.cross_entropy(
+            logits.flatten(0, 1).float(),
+            batch.target_out.flatten(),
+            ignore_index=IGNORE_INDEX,
+            label_smoothing=self.hparams.label_smoothing,
+        )
         self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=batch.source.size(0))
         return loss
 
@@ -231,28 +275,38 @@ class Seq2SeqModule(L.LightningModule):
         """FLOPs of one training step on `batch` (encoder, decoder and head, forward + backward of the loss),
         counted on the meta device (models/flops.py); padded positions count, as they are computed."""
         twin = meta_twin(self)
-        source, mask, target_in, target_out = (meta_like(t) for t in (batch.source, batch.source_mask,
-                                                                       batch.target_in, batch.target_out))
-        return count(twin.net, lambda: twin.net(source, mask, target_in),
-                     lambda logits: F.cross_entropy(logits.flatten(0, 1), target_out.flatten(), ignore_index=IGNORE_INDEX))
+        source, mask, target_in, target_out = (
+            meta_like(t) for t in (batch.source, batch.source_mask, batch.target_in, batch.target_out)
+        )
+        return count(
+            twin.net,
+            lambda: twin.net(source, mask, target_in),
+            lambda logits: F.cross_entropy(logits.flatten(0, 1), target_out.flatten(), ignore_index=IGNORE_INDEX),
+        )
 
     def validation_step(self, batch: PairBatch, batch_idx: int) -> None:
         logits = self.net(batch.source, batch.source_mask, batch.target_in)
         labels = batch.target_out
-        nll_sum = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX,
-                                  reduction="sum")
+        nll_sum = F.cross_entropy(
+            logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+        )
         self.val_perplexity.update(nll_sum, (labels != IGNORE_INDEX).sum())
         cap = self.hparams.val_generate_batches
         if cap is not None and batch_idx >= cap:
             return
         # Under ZeRO-3 every forward gathers parameters from all ranks: each rank must decode the same
         # number of steps, so no rank stops early when its own rows are done.
-        generated = self.generate_ids(batch.source, batch.source_mask, num_beams=self.hparams.num_beams,
-                                      stop_when_done=not parameters_are_sharded(self.trainer))
+        generated = self.generate_ids(
+            batch.source,
+            batch.source_mask,
+            num_beams=self.hparams.num_beams,
+            stop_when_done=not parameters_are_sharded(self.trainer),
+        )
         tok = self.tokenizer
         outputs = [tok.decode(ids) for ids in generated]
-        references = [tok.decode(until_stop([i for i in row if i != IGNORE_INDEX], tok.eot_id))
-                      for row in labels.tolist()]
+        references = [
+            tok.decode(until_stop([i for i in row if i != IGNORE_INDEX], tok.eot_id)) for row in labels.tolist()
+        ]
         self.val_bleu.update(outputs, [[r] for r in references])
         self.val_chrf.update(outputs, [[r] for r in references])
         self.val_exact_match.update(torch.tensor([float(o.strip() == r.strip()) for o, r in zip(outputs, references)]))
@@ -283,8 +337,9 @@ class Seq2SeqModule(L.LightningModule):
         optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), **GPTModule._fused_kwargs(params))
         decay_steps = hp.decay_steps or self.trainer.estimated_stepping_batches
         if decay_steps == float("inf"):
-            raise UserError("the LR schedule needs an end: set trainer.max_steps, trainer.max_epochs or "
-                            "model.decay_steps")
+            raise UserError(
+                "the LR schedule needs an end: set trainer.max_steps, trainer.max_epochs or model.decay_steps"
+            )
         min_ratio = (hp.min_lr if hp.min_lr is not None else hp.lr / 10) / hp.lr
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_cosine(step, hp.warmup_steps, int(decay_steps), min_ratio)
@@ -298,8 +353,10 @@ class Seq2SeqModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpoint.get("tokenizer")
         if saved is not None and self.tokenizer_json is not None and saved != self.tokenizer_json:
-            raise UserError("the checkpoint was trained with another tokenizer than this data's (data.tokenizer / "
-                            "data.vocab_size); use the checkpoint's tokenizer settings, or start without --ckpt_path")
+            raise UserError(
+                "the checkpoint was trained with another tokenizer than this data's (data.tokenizer / "
+                "data.vocab_size); use the checkpoint's tokenizer settings, or start without --ckpt_path"
+            )
         self.tokenizer_json = saved
 
     # -- generation -------------------------------------------------------------------------------
@@ -324,13 +381,31 @@ class Seq2SeqModule(L.LightningModule):
         self.eval()
         try:
             if num_beams > 1:
-                out = self.net.beam_search(source, source_mask, steps, eot, eot, num_beams=num_beams,
-                                           length_penalty=self.hparams.length_penalty, use_cache=use_cache,
-                                           stop_when_done=stop_when_done)
+                out = self.net.beam_search(
+                    source,
+                    source_mask,
+                    steps,
+                    eot,
+                    eot,
+                    num_beams=num_beams,
+                    length_penalty=self.hparams.length_penalty,
+                    use_cache=use_cache,
+                    stop_when_done=stop_when_done,
+                )
             else:
-                out = self.net.generate(source, source_mask, steps, eot, eot, temperature=temperature, top_k=top_k,
-                                        top_p=top_p, use_cache=use_cache, stop_when_done=stop_when_done,
-                                        generator=generator)
+                out = self.net.generate(
+                    source,
+                    source_mask,
+                    steps,
+                    eot,
+                    eot,
+                    temperature=temperature,
+                    top_k=top_k,
+                    top_p=top_p,
+                    use_cache=use_cache,
+                    stop_when_done=stop_when_done,
+                    generator=generator,
+                )
         finally:
             self.train(was_training)
         return [until_stop(row, eot) for row in out.tolist()]
@@ -353,15 +428,24 @@ class Seq2SeqModule(L.LightningModule):
             if not ids:
                 raise UserError("a source text is empty; give the model something to summarise")
             if len(ids) > limit:
-                raise UserError(f"a source of {len(ids)} tokens is longer than the model's source_block_size {limit} "
-                                f"('{text[:40]}...'); shorten it")
+                raise UserError(
+                    f"a source of {len(ids)} tokens is longer than the model's source_block_size {limit} "
+                    f"('{text[:40]}...'); shorten it"
+                )
         width = max(len(ids) for ids in encoded)
         source = torch.full((len(encoded), width), tok.eot_id, dtype=torch.long)
         mask = torch.zeros((len(encoded), width), dtype=torch.bool)
         for i, ids in enumerate(encoded):
             source[i, : len(ids)], mask[i, : len(ids)] = torch.tensor(ids), True
-        ids = self.generate_ids(source.to(self.device), mask.to(self.device), num_beams=num_beams,
-                                max_new_tokens=min(max_new_tokens, self.net.config.target_block_size),
-                                temperature=temperature, top_k=top_k, top_p=top_p, use_cache=use_cache,
-                                generator=generator)
+        ids = self.generate_ids(
+            source.to(self.device),
+            mask.to(self.device),
+            num_beams=num_beams,
+            max_new_tokens=min(max_new_tokens, self.net.config.target_block_size),
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            use_cache=use_cache,
+            generator=generator,
+        )
         return [tok.decode(row) for row in ids]

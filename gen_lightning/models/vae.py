@@ -123,8 +123,9 @@ class VAEModule(L.LightningModule):
         return self.decode(mu, labels)
 
     # -- the objective ----------------------------------------------------------------------------
-    def losses(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None,
-               eps: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def losses(
+        self, x: torch.Tensor, labels: Optional[torch.Tensor] = None, eps: Optional[torch.Tensor] = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-image reconstruction NLL and KL, each averaged over the batch."""
         out, mu, logvar = self(x, labels, eps)
         if self.hparams.recon_loss == "bce":
@@ -151,7 +152,9 @@ class VAEModule(L.LightningModule):
         loss = recon + beta * kl
         self.log_dict(
             {"train/loss": loss, "train/recon": recon, "train/kl": kl, "train/beta": beta},
-            prog_bar=False, on_step=True, on_epoch=False,
+            prog_bar=False,
+            on_step=True,
+            on_epoch=False,
         )
         return loss
 
@@ -161,8 +164,9 @@ class VAEModule(L.LightningModule):
         # Each image's own fixed noise: the same val/elbo on any number of ranks, and at every evaluation.
         recon, kl = self.losses(x, labels, per_sample_noise(index, (self.hparams.latent_dim,)).to(x.dtype))
         # Means over the whole validation set, every image once, whatever the number of ranks.
-        self.val_means.log(self, {"val/elbo": -(recon + kl), "val/recon": recon, "val/kl": kl}, x.shape[0],
-                           prog_bar=("val/elbo",))
+        self.val_means.log(
+            self, {"val/elbo": -(recon + kl), "val/recon": recon, "val/kl": kl}, x.shape[0], prog_bar=("val/elbo",)
+        )
 
     def flops_per_batch(self, batch) -> int:
         """FLOPs of one training step on `batch` (forward + backward of the ELBO), counted on the meta device."""

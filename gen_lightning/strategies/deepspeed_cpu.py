@@ -52,8 +52,10 @@ def announce_shm_op_compile() -> None:
 
     folder = Path(_get_build_directory("deepspeed_shm_comm", verbose=False))
     if not list(folder.glob("*.so")):
-        rank_zero_info(f"DeepSpeed: compiling its CPU communication op (deepspeed_shm_comm) -- once, ~30 s; cached in "
-                       f"{folder} (set TORCH_EXTENSIONS_DIR to move the cache)")
+        rank_zero_info(
+            f"DeepSpeed: compiling its CPU communication op (deepspeed_shm_comm) -- once, ~30 s; cached in "
+            f"{folder} (set TORCH_EXTENSIONS_DIR to move the cache)"
+        )
 
 
 class DeepSpeedCPUStrategy(PerNetworkEngines, DeepSpeedStrategy):
@@ -161,7 +163,10 @@ class DeepSpeedCPUStrategy(PerNetworkEngines, DeepSpeedStrategy):
         defaults = optimizer.defaults
         cpu_adam = DeepSpeedCPUAdam(
             optimizer.param_groups,  # the same group dicts: per-group lr/weight decay (and a scheduler's) carry over
-            lr=defaults["lr"], betas=defaults["betas"], eps=defaults["eps"], weight_decay=defaults["weight_decay"],
+            lr=defaults["lr"],
+            betas=defaults["betas"],
+            eps=defaults["eps"],
+            weight_decay=defaults["weight_decay"],
             adamw_mode=type(optimizer) is torch.optim.AdamW,
         )
         for config in schedulers:

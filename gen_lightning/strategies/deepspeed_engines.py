@@ -36,9 +36,11 @@ from torch import nn
 
 from gen_lightning.errors import UserError
 from gen_lightning.capabilities import NamesGradientClip, TrainsNetworksInTurn
+
 # ENGINES_FILE, written into a multi-engine checkpoint folder: the tags (network names) in order, the first holds
 # the Lightning state. `convert`, `load_checkpoint` and the resumability check read it.
 from gen_lightning.strategies.zero_shards import ENGINES_FILE
+
 # The first engine's client state holds the Lightning checkpoint under this one key, apart from DeepSpeed's own.
 LIGHTNING_STATE_KEY = "lightning"
 
@@ -80,7 +82,8 @@ class PerNetworkEngines:
             configured = _optimizer_of(network, optimizers, name)
             # Keyed by the configured optimizer: ZeRO-Offload may replace it by DeepSpeedCPUAdam.
             self._engines[name], ds_optimizers[id(configured)] = self._network_engine(
-                network, self._replace_optimizer(configured, schedulers))
+                network, self._replace_optimizer(configured, schedulers)
+            )
         # Lightning's optimizer list, in configure_optimizers' order, now holds DeepSpeed's optimizers: the
         # module's `self.optimizers()` hands them back wrapped, and `opt.step()` lands in `optimizer_step`.
         self.optimizers = [ds_optimizers[id(opt)] for opt in optimizers]
@@ -105,7 +108,9 @@ class PerNetworkEngines:
             config = {"train_micro_batch_size_per_gpu": 1}
             if self.zero_stage_3:
                 config["zero_optimization"] = self.config["zero_optimization"]
-            config.update({k: self.config[k] for k in ("fp16", "bf16", "zero_allow_untested_optimizer") if k in self.config})
+            config.update(
+                {k: self.config[k] for k in ("fp16", "bf16", "zero_allow_untested_optimizer") if k in self.config}
+            )
         else:
             config = self.config
         engine, ds_optimizer, _, _ = deepspeed.initialize(
@@ -126,8 +131,9 @@ class PerNetworkEngines:
 
     # -- training ----------------------------------------------------------------------------------------------
     def _engine_in_training(self):
-        trained = [name for name, engine in self._engines.items()
-                   if any(p.requires_grad for p in engine.module.parameters())]
+        trained = [
+            name for name, engine in self._engines.items() if any(p.requires_grad for p in engine.module.parameters())
+        ]
         if len(trained) != 1:
             raise RuntimeError(
                 f"one network must be trained per backward under per-network DeepSpeed engines, found {trained or 'none'}"
@@ -172,8 +178,13 @@ class PerNetworkEngines:
         client_state["state_dict"] = self._outside_engines(checkpoint["state_dict"])
         for i, (name, engine) in enumerate(self._engines.items()):
             # Every rank writes its shards of this network (a collective); rank 0 also the client state.
-            engine.save_checkpoint(filepath, tag=name, client_state={LIGHTNING_STATE_KEY: client_state} if i == 0 else {},
-                                   save_latest=False, exclude_frozen_parameters=self.exclude_frozen_parameters)
+            engine.save_checkpoint(
+                filepath,
+                tag=name,
+                client_state={LIGHTNING_STATE_KEY: client_state} if i == 0 else {},
+                save_latest=False,
+                exclude_frozen_parameters=self.exclude_frozen_parameters,
+            )
         if self.is_global_zero:
             (Path(filepath) / ENGINES_FILE).write_text("\n".join(self._engines) + "\n")
         self.barrier("per_network_save")
@@ -197,7 +208,10 @@ class PerNetworkEngines:
         client_state = None
         for i, (name, engine) in enumerate(self._engines.items()):
             _, state = engine.load_checkpoint(
-                str(folder), tag=name, load_optimizer_states=fitting, load_lr_scheduler_states=False,
+                str(folder),
+                tag=name,
+                load_optimizer_states=fitting,
+                load_lr_scheduler_states=False,
                 load_module_strict=self.lightning_module.strict_loading,
             )
             if i == 0 and state is not None:

@@ -57,7 +57,9 @@ class SubmoduleDDPStrategy(DDPStrategy):
         if self.root_device.type == "cuda":  # comm hooks are NCCL-only, as in DDPStrategy
             for unit in self._units.values():
                 _register_ddp_comm_hook(
-                    model=unit, ddp_comm_state=self._ddp_comm_state, ddp_comm_hook=self._ddp_comm_hook,
+                    model=unit,
+                    ddp_comm_state=self._ddp_comm_state,
+                    ddp_comm_hook=self._ddp_comm_hook,
                     ddp_comm_wrapper=self._ddp_comm_wrapper,
                 )
 
@@ -71,7 +73,10 @@ def register(registry: _StrategyRegistry = StrategyRegistry) -> None:
     `ddp_find_unused_parameters_*` names keep Lightning's DDPStrategy (the benchmark baseline)."""
     for name, start_method in DDP_NAMES.items():
         registry.register(
-            name, SubmoduleDDPStrategy, override=True, start_method=start_method,
+            name,
+            SubmoduleDDPStrategy,
+            override=True,
+            start_method=start_method,
             description=f"DDP (start_method '{start_method}'), one wrapper per network a module names in "
-                        f"`ddp_submodules` (gen_lightning.strategies.submodule_ddp)",
+            f"`ddp_submodules` (gen_lightning.strategies.submodule_ddp)",
         )

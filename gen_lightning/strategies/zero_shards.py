@@ -24,16 +24,20 @@ def checkpoint_tags(folder: Path) -> list[str]:
         return (folder / ENGINES_FILE).read_text().split()
     if (folder / "latest").is_file():
         return [(folder / "latest").read_text().strip()]
-    raise UserError(f"'{folder}' is not a DeepSpeed checkpoint folder (no 'latest' or {ENGINES_FILE} file in it); "
-                    f"give a checkpoint folder a DeepSpeed run wrote")
+    raise UserError(
+        f"'{folder}' is not a DeepSpeed checkpoint folder (no 'latest' or {ENGINES_FILE} file in it); "
+        f"give a checkpoint folder a DeepSpeed run wrote"
+    )
 
 
 def saved_world_size(tag_folder: Path) -> int:
     """The data-parallel world size that wrote this tag (DeepSpeed's own record in the model-states file)."""
     model_states = sorted(tag_folder.glob("*mp_rank_00_model_states.pt"))
     if not model_states:
-        raise UserError(f"DeepSpeed checkpoint '{tag_folder.parent}' misses its model states in {tag_folder.name}/; "
-                        f"it is incomplete: resume from another checkpoint")
+        raise UserError(
+            f"DeepSpeed checkpoint '{tag_folder.parent}' misses its model states in {tag_folder.name}/; "
+            f"it is incomplete: resume from another checkpoint"
+        )
     # DeepSpeed's file holds Python objects (its config); mmap reads only the small record, not the weights.
     # The folder is the run's own output, which DeepSpeed itself loads without weights_only a moment later.
     state = torch.load(model_states[0], map_location="cpu", mmap=True, weights_only=False)
@@ -46,8 +50,10 @@ def check_resumable(folder: str | Path, world_size: int) -> None:
     for tag in checkpoint_tags(folder):
         tag_folder = folder / tag
         if not tag_folder.is_dir():
-            raise UserError(f"DeepSpeed checkpoint '{folder}' misses its folder {tag}/; it is incomplete: resume from "
-                            f"another checkpoint")
+            raise UserError(
+                f"DeepSpeed checkpoint '{folder}' misses its folder {tag}/; it is incomplete: resume from "
+                f"another checkpoint"
+            )
         saved = saved_world_size(tag_folder)
         if saved != world_size:
             raise UserError(
@@ -58,5 +64,7 @@ def check_resumable(folder: str | Path, world_size: int) -> None:
             )
         for rank in range(saved):
             if not list(tag_folder.glob(f"*zero_pp_rank_{rank}_mp_rank_00_optim_states.pt")):
-                raise UserError(f"DeepSpeed checkpoint '{folder}' misses the optimizer shard of rank {rank} of {saved} "
-                                f"in {tag}/; it is incomplete: resume from another checkpoint")
+                raise UserError(
+                    f"DeepSpeed checkpoint '{folder}' misses the optimizer shard of rank {rank} of {saved} "
+                    f"in {tag}/; it is incomplete: resume from another checkpoint"
+                )

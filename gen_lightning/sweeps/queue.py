@@ -54,8 +54,9 @@ def work_left(study: optuna.Study, budget: int) -> bool:
 def open_failures(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """Failed trials that are part of the sweep and have not been re-queued."""
     again = reruns(trials)
-    return [t for t in trials if t.state == TrialState.FAIL and t.number not in again
-            and not t.user_attrs.get(SURPLUS_ATTR)]
+    return [
+        t for t in trials if t.state == TrialState.FAIL and t.number not in again and not t.user_attrs.get(SURPLUS_ATTR)
+    ]
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial) -> None:

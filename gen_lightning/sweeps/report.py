@@ -48,8 +48,10 @@ def describe_state(trial: FrozenTrial, again: dict[int, int]) -> str:
         error = trial.user_attrs.get("error") or "no heartbeat from its worker: killed?"
         rerun = f" → re-run as {again[trial.number]}" if trial.number in again else ""
         return f"FAILED: {error}{rerun}"
-    text = {TrialState.PRUNED: f"pruned @ {len(trial.intermediate_values)}",
-            TrialState.RUNNING: f"running on {trial.user_attrs.get('host', '?')}"}.get(trial.state, trial.state.name.lower())
+    text = {
+        TrialState.PRUNED: f"pruned @ {len(trial.intermediate_values)}",
+        TrialState.RUNNING: f"running on {trial.user_attrs.get('host', '?')}",
+    }.get(trial.state, trial.state.name.lower())
     retry = retried_from(trial)
     return f"{text} (re-run of {retry})" if retry is not None else text
 
@@ -60,11 +62,19 @@ def rows(spec: SweepSpec, study: optuna.Study) -> list[dict[str, Any]]:
     best = best_trial(study)
     table = []
     for rank, t in enumerate(ranked(spec, trials), 1):
-        table.append({
-            "rank": rank, "trial": t.number, **{name: t.params.get(name) for name in spec.parameters},
-            spec.metric: t.value, "status": t.state.name.lower(), "state": describe_state(t, again), "validations": len(t.intermediate_values),
-            "seconds": t.user_attrs.get("seconds"), "best": best is not None and t.number == best.number,
-        })
+        table.append(
+            {
+                "rank": rank,
+                "trial": t.number,
+                **{name: t.params.get(name) for name in spec.parameters},
+                spec.metric: t.value,
+                "status": t.state.name.lower(),
+                "state": describe_state(t, again),
+                "validations": len(t.intermediate_values),
+                "seconds": t.user_attrs.get("seconds"),
+                "best": best is not None and t.number == best.number,
+            }
+        )
     return table
 
 
@@ -83,7 +93,9 @@ def print_summary(spec: SweepSpec, study: optuna.Study, budget: int) -> None:
     for row in table_rows:
         red = row["state"].startswith("FAILED")
         table.add_row(
-            str(row["rank"]), str(row["trial"]), *[format_value(row[name]) for name in spec.parameters],
+            str(row["rank"]),
+            str(row["trial"]),
+            *[format_value(row[name]) for name in spec.parameters],
             (format_value(row[spec.metric]) if row[spec.metric] is not None else "-") + (" ★" if row["best"] else ""),
             f"[red]{row['state']}[/red]" if red else row["state"],
             f"{row['seconds']:.0f}s" if row["seconds"] is not None else "-",
@@ -95,8 +107,9 @@ def print_summary(spec: SweepSpec, study: optuna.Study, budget: int) -> None:
         print(f"best: trial {best.number} {spec.metric}={best.value!r} {json.dumps(best.params)}", flush=True)
 
 
-def log_summary_run(spec: SweepSpec, study: optuna.Study, storage: str, folder: Path,
-                    project: str, entity: str | None) -> Path | None:
+def log_summary_run(
+    spec: SweepSpec, study: optuna.Study, storage: str, folder: Path, project: str, entity: str | None
+) -> Path | None:
     """The ranked table and the best trial as a W&B run `<sweep>-summary` in the sweep's group."""
     mode = os.environ.get("WANDB_MODE", "offline").lower()  # as the trials: offline unless told otherwise
     if mode == "disabled":
@@ -108,19 +121,36 @@ def log_summary_run(spec: SweepSpec, study: optuna.Study, storage: str, folder: 
     # One summary run per study, resumed by each later call: its id is derived from storage + study.
     key = hashlib.sha1(f"{storage}#{study.study_name}".encode()).hexdigest()[:8]
     run_id = re.sub(r"[^A-Za-z0-9_-]", "-", spec.name[:40]) + f"-summary-{key}"  # the characters W&B ids take
-    run = wandb.init(project=project, entity=entity, group=spec.name, job_type="sweep-summary",
-                     name=f"{spec.name}-summary", id=run_id, resume="allow",
-                     dir=str(folder), mode="offline" if mode in ("offline", "dryrun") else mode,
-                     config={"sweep": spec.fingerprint(), "study": study.study_name, "storage": storage},
-                     settings=wandb.Settings(silent=True))
+    run = wandb.init(
+        project=project,
+        entity=entity,
+        group=spec.name,
+        job_type="sweep-summary",
+        name=f"{spec.name}-summary",
+        id=run_id,
+        resume="allow",
+        dir=str(folder),
+        mode="offline" if mode in ("offline", "dryrun") else mode,
+        config={"sweep": spec.fingerprint(), "study": study.study_name, "storage": storage},
+        settings=wandb.Settings(silent=True),
+    )
     try:
         run.log({"sweep/trials": wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in table_rows])})
         best = best_trial(study)
-        run.summary.update({f"trials/{status}": sum(1 for r in table_rows if r["status"] == status)
-                            for status in ("complete", "pruned", "fail")})
+        run.summary.update(
+            {
+                f"trials/{status}": sum(1 for r in table_rows if r["status"] == status)
+                for status in ("complete", "pruned", "fail")
+            }
+        )
         if best is not None:
-            run.summary.update({"best/trial": best.number, f"best/{spec.metric}": best.value,
-                                **{f"best/{k}": v for k, v in best.params.items()}})
+            run.summary.update(
+                {
+                    "best/trial": best.number,
+                    f"best/{spec.metric}": best.value,
+                    **{f"best/{k}": v for k, v in best.params.items()},
+                }
+            )
         return Path(run.dir).parent
     finally:
         run.finish()

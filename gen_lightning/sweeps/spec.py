@@ -37,13 +37,40 @@ from gen_lightning.errors import UserError
 METHODS = ("grid", "random", "bayes")
 # Every distribution a W&B sweep file may name (W&B's sweep config schema).
 WANDB_DISTRIBUTIONS = (
-    "constant", "categorical", "int_uniform", "uniform", "q_uniform", "log_uniform", "log_uniform_values",
-    "q_log_uniform", "q_log_uniform_values", "inv_log_uniform", "inv_log_uniform_values", "normal", "q_normal",
-    "log_normal", "q_log_normal", "beta", "q_beta",
+    "constant",
+    "categorical",
+    "int_uniform",
+    "uniform",
+    "q_uniform",
+    "log_uniform",
+    "log_uniform_values",
+    "q_log_uniform",
+    "q_log_uniform_values",
+    "inv_log_uniform",
+    "inv_log_uniform_values",
+    "normal",
+    "q_normal",
+    "log_normal",
+    "q_log_normal",
+    "beta",
+    "q_beta",
 )
 # The top-level keys of a W&B sweep config: anything else would make `wandb sweep FILE` refuse the file.
-WANDB_KEYS = ("program", "method", "parameters", "metric", "early_terminate", "name", "description",
-              "command", "project", "entity", "run_cap", "job", "image_uri")
+WANDB_KEYS = (
+    "program",
+    "method",
+    "parameters",
+    "metric",
+    "early_terminate",
+    "name",
+    "description",
+    "command",
+    "project",
+    "entity",
+    "run_cap",
+    "job",
+    "image_uri",
+)
 
 
 @dataclass(frozen=True)
@@ -74,8 +101,9 @@ class SweepSpec:
         if self.method == "grid":
             return min([self.grid_size(), *caps])
         if not caps:
-            raise UserError(f"{self.path}: a {self.method} sweep never ends by itself; give --count N "
-                            "(or run_cap: N in the file)")
+            raise UserError(
+                f"{self.path}: a {self.method} sweep never ends by itself; give --count N (or run_cap: N in the file)"
+            )
         return min(caps)
 
     def sampler(self, seed: int, trial_number: int = 0):
@@ -94,10 +122,18 @@ class SweepSpec:
 
     def fingerprint(self) -> dict:
         """What makes two sweep files the same study (kept in the study: a changed file is refused)."""
-        return json.loads(json.dumps({
-            "method": self.method, "metric": self.metric, "goal": self.goal, "parameters": self.parameters,
-            "early_terminate": self.early_terminate,
-        }, default=str))
+        return json.loads(
+            json.dumps(
+                {
+                    "method": self.method,
+                    "metric": self.metric,
+                    "goal": self.goal,
+                    "parameters": self.parameters,
+                    "early_terminate": self.early_terminate,
+                },
+                default=str,
+            )
+        )
 
     def covering_configurations(self) -> list[dict[str, Any]]:
         """A few configurations that give every parameter each of its values (or both of its bounds).
@@ -105,8 +141,10 @@ class SweepSpec:
         The CLI parser checks each key and value on its own (cross-key checks belong to the classes'
         __init__, which parsing does not run), so parsing these finds every mistake a full grid would.
         """
-        options = {name: list(d.choices) if hasattr(d, "choices") else [d.low, d.high]
-                   for name, d in self.distributions.items()}
+        options = {
+            name: list(d.choices) if hasattr(d, "choices") else [d.low, d.high]
+            for name, d in self.distributions.items()
+        }
         n = max(len(values) for values in options.values())
         return [{name: values[i % len(values)] for name, values in options.items()} for i in range(n)]
 
@@ -129,15 +167,19 @@ def load_sweep(path: str | Path) -> SweepSpec:
         raise UserError(f"{path}: expected a mapping with method, metric, parameters and command; see docs/sweeps.md")
     unknown = [k for k in raw if k not in WANDB_KEYS]
     if unknown:
-        raise UserError(f"{path}: {', '.join(map(str, unknown))} is not a W&B sweep key (`wandb sweep` would refuse "
-                        f"the file); use {', '.join(WANDB_KEYS)}")
+        raise UserError(
+            f"{path}: {', '.join(map(str, unknown))} is not a W&B sweep key (`wandb sweep` would refuse "
+            f"the file); use {', '.join(WANDB_KEYS)}"
+        )
     method = raw.get("method")
     if method not in METHODS:
         raise UserError(f"{path}: unknown method {method!r}; use one of {', '.join(METHODS)}")
     metric = raw.get("metric") or {}
     if not isinstance(metric, dict) or not metric.get("name"):
-        raise UserError(f"{path}: no `metric: {{name: ..., goal: ...}}`; the study needs the metric it optimizes, "
-                        "e.g. metric: {name: val/elbo, goal: maximize}")
+        raise UserError(
+            f"{path}: no `metric: {{name: ..., goal: ...}}`; the study needs the metric it optimizes, "
+            "e.g. metric: {name: val/elbo, goal: maximize}"
+        )
     goal = metric.get("goal", "minimize")
     if goal not in ("minimize", "maximize"):
         raise UserError(f"{path}: metric.goal must be minimize or maximize, got {goal!r}")
@@ -148,8 +190,10 @@ def load_sweep(path: str | Path) -> SweepSpec:
     if method == "grid":
         ranged = [name for name, d in distributions.items() if not hasattr(d, "choices")]
         if ranged:
-            raise UserError(f"{path}: parameter {ranged[0]}: a grid needs `values` (or `value`) for every parameter; "
-                            "list them or use method: random or bayes")
+            raise UserError(
+                f"{path}: parameter {ranged[0]}: a grid needs `values` (or `value`) for every parameter; "
+                "list them or use method: random or bayes"
+            )
     command = raw.get("command")
     if not isinstance(command, list) or "${args}" not in [str(c) for c in command]:
         raise UserError(
@@ -162,9 +206,16 @@ def load_sweep(path: str | Path) -> SweepSpec:
     early_terminate = raw.get("early_terminate")
     pruner_for(early_terminate, where=f"{path}: early_terminate")  # refuse a bad one now, not in a trial
     return SweepSpec(
-        path=path, name=str(raw.get("name") or path.stem), method=method, metric=str(metric["name"]), goal=goal,
-        parameters={str(k): v for k, v in parameters.items()}, distributions=distributions,
-        command=[str(c) for c in command], program=raw.get("program"), run_cap=run_cap,
+        path=path,
+        name=str(raw.get("name") or path.stem),
+        method=method,
+        metric=str(metric["name"]),
+        goal=goal,
+        parameters={str(k): v for k, v in parameters.items()},
+        distributions=distributions,
+        command=[str(c) for c in command],
+        program=raw.get("program"),
+        run_cap=run_cap,
         early_terminate=early_terminate,
     )
 
@@ -181,28 +232,36 @@ def to_distribution(where: str, p: Any):
     if "values" in p and (not isinstance(p["values"], list) or not p["values"]):
         raise UserError(f"{where}: `values` must be a non-empty list, e.g. values: [1.0e-3, 3.0e-4]")
     if "probabilities" in p:
-        raise UserError(f"{where}: `probabilities` has no Optuna equivalent (its categorical choices are "
-                        "equally likely); drop them, or repeat a value in `values` to weight it")
+        raise UserError(
+            f"{where}: `probabilities` has no Optuna equivalent (its categorical choices are "
+            "equally likely); drop them, or repeat a value in `values` to weight it"
+        )
     distribution = p.get("distribution")
     if distribution is not None and distribution not in WANDB_DISTRIBUTIONS:
-        raise UserError(f"{where}: distribution {distribution!r} is not a W&B distribution; use one of "
-                        f"{', '.join(WANDB_DISTRIBUTIONS)}")
+        raise UserError(
+            f"{where}: distribution {distribution!r} is not a W&B distribution; use one of "
+            f"{', '.join(WANDB_DISTRIBUTIONS)}"
+        )
     check_bounds(where, p)
     try:
         if distribution == "log_uniform":  # W&B: exp(uniform(min, max)), i.e. log-uniform over [e^min, e^max]
             return optuna.distributions.FloatDistribution(math.exp(p["min"]), math.exp(p["max"]), log=True)
         if distribution == "q_log_uniform_values" and (p.get("q", 1) != 1 or p["min"] < 1):
-            raise UserError(f"{where}: q_log_uniform_values with q={p.get('q', 1)}, min={p['min']} has no Optuna "
-                            "equivalent (Optuna's log scale takes no step but 1, from 1 up); use "
-                            "log_uniform_values, or q: 1 with min >= 1 (integers)")
+            raise UserError(
+                f"{where}: q_log_uniform_values with q={p.get('q', 1)}, min={p['min']} has no Optuna "
+                "equivalent (Optuna's log scale takes no step but 1, from 1 up); use "
+                "log_uniform_values, or q: 1 with min >= 1 (integers)"
+            )
         return sweep_parameter_to_distribution(p)
     except KeyError as err:
         raise UserError(f"{where}: distribution {distribution or 'uniform'} needs {err.args[0]}") from None
     except ValueError as err:
         message = str(err)
         if "no optuna equivalent" in message:
-            raise UserError(f"{where}: distribution {distribution!r} has no Optuna equivalent; use uniform, "
-                            "int_uniform, q_uniform, log_uniform_values, q_log_uniform_values or values") from None
+            raise UserError(
+                f"{where}: distribution {distribution!r} has no Optuna equivalent; use uniform, "
+                "int_uniform, q_uniform, log_uniform_values, q_log_uniform_values or values"
+            ) from None
         raise UserError(f"{where}: {message.splitlines()[0]}") from None
 
 
@@ -217,16 +276,21 @@ def check_bounds(where: str, p: dict) -> None:
     bounds = {k: p[k] for k in ("min", "max") if k in p}
     for key, value in bounds.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            hint = (f"; YAML reads {value} as text, write it with a decimal point (e.g. 1.0e-4)"
-                    if isinstance(value, str) and "e" in value.lower() else "")
+            hint = (
+                f"; YAML reads {value} as text, write it with a decimal point (e.g. 1.0e-4)"
+                if isinstance(value, str) and "e" in value.lower()
+                else ""
+            )
             raise UserError(f"{where}: {key} must be a number, got {value!r}{hint}")
     if len(bounds) == 2 and bounds["min"] > bounds["max"]:
         raise UserError(f"{where}: min {bounds['min']} is greater than max {bounds['max']}; swap them")
     if p.get("distribution") in _LOG_VALUES:
         low = [f"{k} {v}" for k, v in bounds.items() if v <= 0]
         if low:
-            raise UserError(f"{where}: {p['distribution']} needs bounds > 0 (a log scale), got {', '.join(low)}; "
-                            f"give min > 0, e.g. 1.0e-5, or use distribution: uniform")
+            raise UserError(
+                f"{where}: {p['distribution']} needs bounds > 0 (a log scale), got {', '.join(low)}; "
+                f"give min > 0, e.g. 1.0e-5, or use distribution: uniform"
+            )
 
 
 def pruner_for(early_terminate: dict | None, where: str = "early_terminate"):
@@ -252,8 +316,9 @@ def pruner_for(early_terminate: dict | None, where: str = "early_terminate"):
         if s is None:
             raise UserError(f"{where}: max_iter needs s, the number of brackets (as in W&B)")
         # W&B's brackets are max_iter / eta^k for k = 1..s: the lowest is Optuna's min_resource.
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, max_iter // eta**s), max_resource=max_iter,
-                                              reduction_factor=eta)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=max(1, max_iter // eta**s), max_resource=max_iter, reduction_factor=eta
+        )
     if s is not None:
         raise UserError(f"{where}: s goes with max_iter; with min_iter the brackets follow from the trials' length")
     return optuna.pruners.HyperbandPruner(min_resource=min_iter, max_resource="auto", reduction_factor=eta)
@@ -285,5 +350,5 @@ def gen_lightning_args(command: list[str]) -> list[str] | None:
     """The arguments after `gen-lightning` in a command (None when the command runs something else)."""
     for i, word in enumerate(command):
         if Path(word).name == "gen-lightning":
-            return command[i + 1:]
+            return command[i + 1 :]
     return None

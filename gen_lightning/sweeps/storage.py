@@ -74,8 +74,11 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         now = time.time()
         running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
         # A re-queued trial inherits its original's system attrs, the last heartbeat too: count from its start.
-        return [t._trial_id for t in running
-                if now - max(t.system_attrs.get(HEARTBEAT_ATTR, 0.0), t.datetime_start.timestamp()) > self.grace_period]
+        return [
+            t._trial_id
+            for t in running
+            if now - max(t.system_attrs.get(HEARTBEAT_ATTR, 0.0), t.datetime_start.timestamp()) > self.grace_period
+        ]
 
     def get_heartbeat_interval(self) -> int | None:
         return self.heartbeat_interval
@@ -98,9 +101,11 @@ def open_storage(url: str, heartbeat: int | None = None):
         except Exception as err:  # noqa: BLE001 - any reason a storage cannot be opened is the user's to fix
             cause = err.__cause__ if isinstance(err, ImportError) and err.__cause__ else err  # the missing driver
             reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-            raise UserError(f"cannot open the study storage {url!r} ({reason[:300]}); give --storage a database URL "
-                            "Optuna accepts (sqlite:///path/study.db, postgresql://...), `journal`, or the path "
-                            "of a journal file in an existing, writable folder") from None
+            raise UserError(
+                f"cannot open the study storage {url!r} ({reason[:300]}); give --storage a database URL "
+                "Optuna accepts (sqlite:///path/study.db, postgresql://...), `journal`, or the path "
+                "of a journal file in an existing, writable folder"
+            ) from None
 
 
 @contextmanager
@@ -127,20 +132,29 @@ def open_study(spec, url: str, heartbeat: int | None, seed: int) -> optuna.Study
     with _one_at_a_time(url):
         storage = open_storage(url, heartbeat)
         try:
-            study = optuna.create_study(storage=storage, study_name=spec.name, direction=spec.goal,
-                                        sampler=spec.sampler(seed), pruner=spec.pruner(), load_if_exists=True)
+            study = optuna.create_study(
+                storage=storage,
+                study_name=spec.name,
+                direction=spec.goal,
+                sampler=spec.sampler(seed),
+                pruner=spec.pruner(),
+                load_if_exists=True,
+            )
         except Exception as err:  # noqa: BLE001 - e.g. a database without the rights to create tables
-            raise UserError(f"cannot open study {spec.name!r} in {url!r} ({str(err).splitlines()[0][:300]}); "
-                            "check the storage") from None
+            raise UserError(
+                f"cannot open study {spec.name!r} in {url!r} ({str(err).splitlines()[0][:300]}); check the storage"
+            ) from None
     fingerprint = spec.fingerprint()
     stored = study.user_attrs.get(SPEC_ATTR)
     if stored is None:
         study.set_user_attr(SPEC_ATTR, fingerprint)
     elif stored != fingerprint:
         changed = sorted(k for k in fingerprint if fingerprint[k] != stored.get(k))
-        raise UserError(f"study {spec.name!r} in {url} was made from another version of {spec.path} ({', '.join(changed)} "
-                        f"differ: {json.dumps({k: stored.get(k) for k in changed})}); start a new sweep with --dir NEW_DIR "
-                        "(or --storage elsewhere)")
+        raise UserError(
+            f"study {spec.name!r} in {url} was made from another version of {spec.path} ({', '.join(changed)} "
+            f"differ: {json.dumps({k: stored.get(k) for k in changed})}); start a new sweep with --dir NEW_DIR "
+            "(or --storage elsewhere)"
+        )
     return study
 
 
@@ -155,8 +169,9 @@ def study_for_trial_process(url: str, study_name: str):
     """The study as a trial's own process sees it: no heartbeat (its worker beats), the sweep's pruner."""
     from gen_lightning.sweeps.spec import pruner_for
 
-    study = optuna.load_study(study_name=study_name, storage=open_storage(url),
-                              sampler=optuna.samplers.RandomSampler())  # never asked: the worker drew the parameters
+    study = optuna.load_study(
+        study_name=study_name, storage=open_storage(url), sampler=optuna.samplers.RandomSampler()
+    )  # never asked: the worker drew the parameters
     fingerprint = study.user_attrs[SPEC_ATTR]
     study.pruner = pruner_for(fingerprint["early_terminate"])
     return study, fingerprint

@@ -107,21 +107,29 @@ class TrialRunner:
         trials = study.get_trials(deepcopy=False)
         if retried_from(trials[trial.number]) is None and is_surplus(trials, trial.number, self.budget):
             trial.set_user_attr(SURPLUS_ATTR, True)
-            raise Surplus(f"trial {trial.number} is past the sweep's {self.budget} trials (another worker asked "
-                          "at the same time); not run")
+            raise Surplus(
+                f"trial {trial.number} is past the sweep's {self.budget} trials (another worker asked "
+                "at the same time); not run"
+            )
         if self.spec.method != "grid":
             study.sampler = self.spec.sampler(self.seed, trial.number)  # seeded per trial: see spec.py
         params = suggest(trial, self.spec.distributions)
         folder = self.root / str(trial.number)
         folder.mkdir(parents=True, exist_ok=True)
-        command = (expand_command(self.spec, params) + self.extra + self.overrides(folder, trial.number)
-                   + [f"--trainer.callbacks+={CALLBACK}"])
+        command = (
+            expand_command(self.spec, params)
+            + self.extra
+            + self.overrides(folder, trial.number)
+            + [f"--trainer.callbacks+={CALLBACK}"]
+        )
         trial.set_user_attr("folder", str(folder.resolve()))
         trial.set_user_attr("host", socket.gethostname())
         if self.array_task is not None:
             trial.set_user_attr("array_task", str(self.array_task))
-        print(f"[sweep {self.spec.name}] trial {trial.number}: " + " ".join(f"{k}={v}" for k, v in params.items()),
-              flush=True)
+        print(
+            f"[sweep {self.spec.name}] trial {trial.number}: " + " ".join(f"{k}={v}" for k, v in params.items()),
+            flush=True,
+        )
         return self._run(trial, params, command, folder)
 
     def _run(self, trial: optuna.Trial, params: dict, command: list[str], folder: Path) -> float:
@@ -134,16 +142,31 @@ class TrialRunner:
         env["WANDB_TAGS"] = f"sweep-{self.spec.name}"[:64]
         env["GEN_LIGHTNING_SUMMARY_FILE"] = str(summary_file)
         env.update({STORAGE_ENV: self.storage, STUDY_ENV: study_name(trial), TRIAL_ENV: str(trial.number)})
-        state = {"trial": trial.number, "study": study_name(trial), "storage": self.storage, "params": params,
-                 "command": command, "status": "running", "host": socket.gethostname(), "pid": os.getpid(),
-                 "array_task": self.array_task, "started": time.time()}
+        state = {
+            "trial": trial.number,
+            "study": study_name(trial),
+            "storage": self.storage,
+            "params": params,
+            "command": command,
+            "status": "running",
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "array_task": self.array_task,
+            "started": time.time(),
+        }
         start = time.perf_counter()
         output: list[str] = []
         proc: subprocess.Popen | None = None
         try:  # SIGTERM raises Terminated from here on (installed by the verb)
             write_state(folder, state)
-            proc = subprocess.Popen([sys.executable, "-m", "gen_lightning", *gen_lightning_args(command)],
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "gen_lightning", *gen_lightning_args(command)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=env,
+                bufsize=1,
+            )
             with open(folder / "output.log", "w") as log:
                 for line in proc.stdout:
                     sys.stdout.write(line)

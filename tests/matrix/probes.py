@@ -45,8 +45,11 @@ def full_state(module: L.LightningModule) -> dict[str, torch.Tensor]:
     from gen_lightning.strategies.sharding import full_parameters
 
     with full_parameters(module):
-        return {k: v.detach().float().cpu().clone() for k, v in module.named_parameters()
-                if not k.startswith("generator_ema.")}  # an average of G, moved by the EMA update, not a step
+        return {
+            k: v.detach().float().cpu().clone()
+            for k, v in module.named_parameters()
+            if not k.startswith("generator_ema.")
+        }  # an average of G, moved by the EMA update, not a step
 
 
 class BadBatchProbe(Callback):
@@ -67,15 +70,24 @@ class BadBatchProbe(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._is_bad(pl_module):
             after = full_state(pl_module)
-            self._result = {"max_change": max((after[k] - self._before[k]).abs().max().item() for k in after),
-                            "batch": batch_number(pl_module)}
+            self._result = {
+                "max_change": max((after[k] - self._before[k]).abs().max().item() for k in after),
+                "batch": batch_number(pl_module),
+            }
 
     def on_train_end(self, trainer, pl_module) -> None:
         # Read at the end: the guard may count an engine's skipped update in its own on_train_batch_end, after this.
         skipped = trainer.callback_metrics.get("train/skipped_steps")
         if trainer.is_global_zero:
-            Path(self.path).write_text(json.dumps({**self._result, "skipped": None if skipped is None else float(skipped),
-                                                   "global_step": trainer.global_step}))
+            Path(self.path).write_text(
+                json.dumps(
+                    {
+                        **self._result,
+                        "skipped": None if skipped is None else float(skipped),
+                        "global_step": trainer.global_step,
+                    }
+                )
+            )
 
 
 class MetricsDump(Callback):
@@ -94,8 +106,19 @@ class MetricsDump(Callback):
 # What stops a CPU from queueing the next step's kernels on a GPU: reading a tensor's value on the host, waiting
 # for the device, or a collective issued from Python. On CPU nothing waits, so the calls are counted instead.
 SYNCING_TENSOR_METHODS = ("item", "__bool__", "tolist", "cpu")
-SYNCING_COLLECTIVES = ("all_reduce", "all_gather", "all_gather_into_tensor", "all_gather_object", "broadcast",
-                       "broadcast_object_list", "reduce", "reduce_scatter_tensor", "barrier", "gather", "scatter")
+SYNCING_COLLECTIVES = (
+    "all_reduce",
+    "all_gather",
+    "all_gather_into_tensor",
+    "all_gather_object",
+    "broadcast",
+    "broadcast_object_list",
+    "reduce",
+    "reduce_scatter_tensor",
+    "barrier",
+    "gather",
+    "scatter",
+)
 # The data pipeline works on host tensors by design (a sampler's tolist, a transform's item): not a device sync.
 HOST_ONLY_CODE = ("/torch/utils/data/", "/torchdata/")
 # DeepSpeed's ZeRO optimizer reads its gradient norm on the host in every step (its overflow check, `step` ->
@@ -114,12 +137,16 @@ def _counted(name: str, original):
 
             stack = traceback.extract_stack()[:-1]
             host_only = any(marker in frame.filename for frame in stack for marker in HOST_ONLY_CODE) or any(
-                marker in stack[-1].filename for marker in HOST_ONLY_CALLERS)
+                marker in stack[-1].filename for marker in HOST_ONLY_CALLERS
+            )
             if not host_only:
                 _counting["on"] = False  # the sync's own calls (a collective's tensors) are not counted again
                 try:
-                    frames = [f"{f.filename.split('/site-packages/')[-1].split('/work/main/')[-1]}:{f.lineno} {f.name}"
-                              for f in reversed(stack) if "/tests/matrix/" not in f.filename]
+                    frames = [
+                        f"{f.filename.split('/site-packages/')[-1].split('/work/main/')[-1]}:{f.lineno} {f.name}"
+                        for f in reversed(stack)
+                        if "/tests/matrix/" not in f.filename
+                    ]
                     where = " < ".join(frames[:6])
                     engine = any(marker in frame.filename for frame in stack for marker in ENGINE_CODE)
                     _counting["engine" if engine else "calls"].append(f"{name} at {where}")
@@ -181,8 +208,16 @@ class SyncCounter(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._close()
-        self.batches.append({"batch": len(self.batches), "logs": False, "wandb": False, "validates": False,
-                             "saves": False, "epoch_end": False})
+        self.batches.append(
+            {
+                "batch": len(self.batches),
+                "logs": False,
+                "wandb": False,
+                "validates": False,
+                "saves": False,
+                "epoch_end": False,
+            }
+        )
         _counting["on"] = True
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

@@ -47,14 +47,20 @@ def write_if_complete(seconds: float) -> bool:
         "step axis with media that are not blank; a training batch that does not log, validate or checkpoint makes",
         "no host-device sync (counted per rank). An unsupported cell refuses in one line (also tested).",
         "",
-        (f"Last run: {datetime.date.today().isoformat()}, {platform.machine()} CPU processes (gloo), torch "
-         f"{torch.__version__}, lightning {lightning.__version__}; {seconds / 60:.1f} minutes for the session."),
+        (
+            f"Last run: {datetime.date.today().isoformat()}, {platform.machine()} CPU processes (gloo), torch "
+            f"{torch.__version__}, lightning {lightning.__version__}; {seconds / 60:.1f} minutes for the session."
+        ),
         "",
         "| family | " + " | ".join(STRATEGIES[s].label for s in STRATEGIES) + " |",
         "| --- | " + " | ".join("---" for _ in STRATEGIES) + " |",
     ]
     for f in FAMILIES:
         lines.append(f"| {f} | " + " | ".join(_cell_text(_results[f, s]) for s in STRATEGIES) + " |")
-    lines += ["", "Families and strategies are declared in `tests/matrix/spec.py`; a new family joins by one entry there.", ""]
+    lines += [
+        "",
+        "Families and strategies are declared in `tests/matrix/spec.py`; a new family joins by one entry there.",
+        "",
+    ]
     DOC.write_text("\n".join(lines))
     return True

@@ -45,11 +45,18 @@ class Cluster:
         return result.stdout
 
     def sbatch(self, folder: Path, fit_args: list, job_env: dict[str, str] | None = None) -> str:
-        env = cli_env(**self.env, GENL_CMD=f"{sys.executable} -m gen_lightning", PYTHONPATH=PROBE_PATH,
-                      **(job_env or {}))
+        env = cli_env(
+            **self.env, GENL_CMD=f"{sys.executable} -m gen_lightning", PYTHONPATH=PROBE_PATH, **(job_env or {})
+        )
         env.pop("WANDB_MODE")  # the sbatch file's own default (offline) is under test
-        result = subprocess.run(["sbatch", "--parsable", *TWO_NODES, str(SBATCH), *map(str, fit_args)],
-                                cwd=folder, env=env, capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            ["sbatch", "--parsable", *TWO_NODES, str(SBATCH), *map(str, fit_args)],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
         return result.stdout.strip().split(";")[0]
 
@@ -74,8 +81,10 @@ def local_cluster() -> Iterator[Cluster]:
     if any(shutil.which(b) is None for b in BINARIES):
         # System packages are installed only when asked (.ci/run asks): never behind a user's back.
         if os.environ.get(INSTALL_ENV) != "1":
-            pytest.skip(f"Slurm is not installed (slurmctld, slurmd, sbatch, munged); install it with `apt-get install "
-                        f"slurmctld slurmd slurm-client munge iproute2` or set {INSTALL_ENV}=1 to let the tests do it")
+            pytest.skip(
+                f"Slurm is not installed (slurmctld, slurmd, sbatch, munged); install it with `apt-get install "
+                f"slurmctld slurmd slurm-client munge iproute2` or set {INSTALL_ENV}=1 to let the tests do it"
+            )
         install = subprocess.run(["bash", "-c", APT_INSTALL], capture_output=True, text=True)
         if install.returncode != 0 or any(shutil.which(b) is None for b in BINARIES):
             pytest.skip(f"Slurm is not installed and apt-get could not install it: {install.stderr.strip()[-300:]}")
@@ -84,9 +93,13 @@ def local_cluster() -> Iterator[Cluster]:
     folder.chmod(0o755)
     env = dict(
         os.environ,
-        SLURMCI_DIR=str(folder / "cluster"), SLURMCI_TAG="glt", SLURMCI_NET="10.213.59", SLURMCI_PORT="36917",
+        SLURMCI_DIR=str(folder / "cluster"),
+        SLURMCI_TAG="glt",
+        SLURMCI_NET="10.213.59",
+        SLURMCI_PORT="36917",
         # A requeued job may start again after the credential lifetime; the scheduler looks every second.
-        SLURMCI_CRED_EXPIRE="5", SLURMCI_SCHED_PARAMS="sched_interval=1,bf_interval=1",
+        SLURMCI_CRED_EXPIRE="5",
+        SLURMCI_SCHED_PARAMS="sched_interval=1,bf_interval=1",
         SLURMCI_KILL_WAIT="2",  # Lightning ignores SIGTERM under Slurm: a requeue waits this long for SIGKILL
         SLURM_CONF=str(folder / "cluster" / "etc" / "slurm.conf"),
     )

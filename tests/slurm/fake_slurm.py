@@ -46,8 +46,14 @@ def fake_env(folder: Path, **extra: str) -> dict[str, str]:
 def run_batch_script(script: Path, folder: Path, args: list[str], **env: str):
     """Run a batch script as Slurm would on the first node; returns (CompletedProcess, srun argv, srun env)."""
     (folder / "srun.args").unlink(missing_ok=True)
-    result = subprocess.run(["bash", str(script), *args], cwd=folder, env=fake_env(folder, **env),
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["bash", str(script), *args],
+        cwd=folder,
+        env=fake_env(folder, **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     srun_args = (folder / "srun.args").read_text().splitlines() if (folder / "srun.args").exists() else None
     srun_env = dict(ln.split("=", 1) for ln in (folder / "srun.env").read_text().splitlines()) if srun_args else {}
     return result, srun_args, srun_env
@@ -55,9 +61,16 @@ def run_batch_script(script: Path, folder: Path, args: list[str], **env: str):
 
 def job_env(job_id: int, nodes: int, tasks_per_node: int, restarts: int = 0) -> dict[str, str]:
     """The variables sbatch sets for a job on `nodes` nodes (see `man sbatch`, OUTPUT ENVIRONMENT VARIABLES)."""
-    return dict(SLURM_JOB_ID=str(job_id), SLURM_JOB_NODELIST=f"n[7-{6 + nodes}]", SLURM_NNODES=str(nodes),
-                SLURM_NTASKS_PER_NODE=str(tasks_per_node), SLURM_NTASKS=str(nodes * tasks_per_node),
-                SLURM_CPUS_PER_TASK="8", SLURM_CLUSTER_NAME="test", SLURM_RESTART_COUNT=str(restarts))
+    return dict(
+        SLURM_JOB_ID=str(job_id),
+        SLURM_JOB_NODELIST=f"n[7-{6 + nodes}]",
+        SLURM_NNODES=str(nodes),
+        SLURM_NTASKS_PER_NODE=str(tasks_per_node),
+        SLURM_NTASKS=str(nodes * tasks_per_node),
+        SLURM_CPUS_PER_TASK="8",
+        SLURM_CLUSTER_NAME="test",
+        SLURM_RESTART_COUNT=str(restarts),
+    )
 
 
 __all__ = ["fake_env", "fake_slurm_bin", "job_env", "run_batch_script"]

@@ -18,8 +18,14 @@ import lightning as L
 
 
 class TrainProbe(L.Callback):
-    def __init__(self, step_seconds: float = 0.0, die_rank: Optional[int] = None, die_at_step: int = 3,
-                 stall_rank: Optional[int] = None, stall_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        step_seconds: float = 0.0,
+        die_rank: Optional[int] = None,
+        die_at_step: int = 3,
+        stall_rank: Optional[int] = None,
+        stall_seconds: float = 0.0,
+    ) -> None:
         self.step_seconds = step_seconds
         self.die_rank = die_rank
         self.die_at_step = die_at_step
@@ -28,9 +34,12 @@ class TrainProbe(L.Callback):
 
     def _say(self, what: str, trainer: L.Trainer) -> None:
         node = os.environ.get("SLURMD_NODENAME", socket.gethostname())
-        print(f"probe {what} rank={trainer.global_rank} world={trainer.world_size} node_rank={trainer.node_rank} "
-              f"node={node} step={trainer.global_step} restarts={os.environ.get('SLURM_RESTART_COUNT', 0)} "
-              f"time={time.time():.2f}", flush=True)
+        print(
+            f"probe {what} rank={trainer.global_rank} world={trainer.world_size} node_rank={trainer.node_rank} "
+            f"node={node} step={trainer.global_step} restarts={os.environ.get('SLURM_RESTART_COUNT', 0)} "
+            f"time={time.time():.2f}",
+            flush=True,
+        )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._say("start", trainer)
@@ -38,7 +47,9 @@ class TrainProbe(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._say("end", trainer)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         if self.step_seconds:
             time.sleep(self.step_seconds)
         if trainer.global_step == self.die_at_step:
@@ -57,7 +68,9 @@ def probe_config(folder, **init_args) -> str:
     import yaml
 
     path = Path(folder) / "probe.yaml"
-    path.write_text(yaml.safe_dump({"trainer": {"callbacks": [{"class_path": "probe.TrainProbe", "init_args": init_args}]}}))
+    path.write_text(
+        yaml.safe_dump({"trainer": {"callbacks": [{"class_path": "probe.TrainProbe", "init_args": init_args}]}})
+    )
     return str(path)
 
 

@@ -74,10 +74,14 @@ class MLPGenerator(nn.Module):
         self.image_shape = image_shape
         self.input = ConditionalInput(latent_dim, num_classes)
         self.body = nn.Sequential(
-            nn.Linear(self.input.out_dim, 4 * width), nn.LeakyReLU(0.2),
-            nn.Linear(4 * width, 8 * width), nn.LeakyReLU(0.2),
-            nn.Linear(8 * width, 16 * width), nn.LeakyReLU(0.2),
-            nn.Linear(16 * width, math.prod(image_shape)), nn.Tanh(),
+            nn.Linear(self.input.out_dim, 4 * width),
+            nn.LeakyReLU(0.2),
+            nn.Linear(4 * width, 8 * width),
+            nn.LeakyReLU(0.2),
+            nn.Linear(8 * width, 16 * width),
+            nn.LeakyReLU(0.2),
+            nn.Linear(16 * width, math.prod(image_shape)),
+            nn.Tanh(),
         )
 
     def forward(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -87,8 +91,10 @@ class MLPGenerator(nn.Module):
 def mlp_discriminator(image_shape: tuple[int, int, int], width: int, num_classes: int) -> Discriminator:
     features = nn.Sequential(
         nn.Flatten(),
-        nn.Linear(math.prod(image_shape), 8 * width), nn.LeakyReLU(0.2),
-        nn.Linear(8 * width, 4 * width), nn.LeakyReLU(0.2),
+        nn.Linear(math.prod(image_shape), 8 * width),
+        nn.LeakyReLU(0.2),
+        nn.Linear(8 * width, 4 * width),
+        nn.LeakyReLU(0.2),
     )
     return Discriminator(features, 4 * width, num_classes)
 
@@ -101,8 +107,11 @@ class DCGANGenerator(nn.Module):
         self.input = ConditionalInput(latent_dim, num_classes)
         widths = [width * 2 ** (n_up - 1 - i) for i in range(n_up)]  # e.g. 64x64: 512, 256, 128, 64
         # A transposed conv with kernel = start side turns the 1x1 input into a start x start map.
-        layers = [nn.ConvTranspose2d(self.input.out_dim, widths[0], start, 1, 0, bias=False),
-                  nn.BatchNorm2d(widths[0]), nn.ReLU(True)]
+        layers = [
+            nn.ConvTranspose2d(self.input.out_dim, widths[0], start, 1, 0, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(True),
+        ]
         for c_in, c_out in zip(widths, widths[1:]):
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True)]
         layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), nn.Tanh()]
@@ -147,9 +156,13 @@ def build_gan_nets(
     """(generator, discriminator). generator(z [B, latent], labels) -> [B, C, H, W] in [-1, 1];
     discriminator(x, labels) -> scores [B]."""
     if net == "mlp":
-        return (MLPGenerator(image_shape, latent_dim, width, num_classes),
-                mlp_discriminator(image_shape, width, num_classes))
+        return (
+            MLPGenerator(image_shape, latent_dim, width, num_classes),
+            mlp_discriminator(image_shape, width, num_classes),
+        )
     if net == "dcgan":
-        return (DCGANGenerator(image_shape, latent_dim, width, num_classes),
-                dcgan_discriminator(image_shape, width, num_classes, d_norm))
+        return (
+            DCGANGenerator(image_shape, latent_dim, width, num_classes),
+            dcgan_discriminator(image_shape, width, num_classes, d_norm),
+        )
     raise ValueError(f"unknown GAN net {net!r}; choose 'mlp' or 'dcgan'")

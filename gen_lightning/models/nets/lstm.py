@@ -41,8 +41,13 @@ class LSTMLM(nn.Module):
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.drop = nn.Dropout(config.dropout)
         # nn.LSTM applies `dropout` to the outputs of every layer but the last (there is none with one layer).
-        self.rnn = nn.LSTM(config.n_embd, config.n_hidden, num_layers=config.n_layer, batch_first=True,
-                           dropout=config.dropout if config.n_layer > 1 else 0.0)
+        self.rnn = nn.LSTM(
+            config.n_embd,
+            config.n_hidden,
+            num_layers=config.n_layer,
+            batch_first=True,
+            dropout=config.dropout if config.n_layer > 1 else 0.0,
+        )
         self.proj = nn.Linear(config.n_hidden, config.n_embd, bias=False) if config.n_hidden != config.n_embd else None
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # tied: one matrix embeds tokens and scores them

@@ -70,12 +70,16 @@ class CrossAttention(nn.Module):
         k, v = self.c_kv(encoded).split(self.n_embd, dim=2)
         return self._heads(k), self._heads(v)
 
-    def forward(self, x: torch.Tensor, memory: tuple[torch.Tensor, torch.Tensor],
-                source_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, memory: tuple[torch.Tensor, torch.Tensor], source_mask: torch.Tensor
+    ) -> torch.Tensor:
         B, T, C = x.shape
         k, v = memory
         y = F.scaled_dot_product_attention(
-            self._heads(self.c_q(x)), k, v, attn_mask=source_mask[:, None, None, :],
+            self._heads(self.c_q(x)),
+            k,
+            v,
+            attn_mask=source_mask[:, None, None, :],
             dropout_p=self.dropout if self.training else 0.0,
         )
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
@@ -89,21 +93,28 @@ class DecoderBlock(Block):
         self.ln_cross = nn.LayerNorm(n_embd, bias=bias)
         self.cross_attn = CrossAttention(n_embd, n_head, dropout, bias)
 
-    def forward(self, x: torch.Tensor, memory: tuple[torch.Tensor, torch.Tensor], source_mask: torch.Tensor,
-                cache: Optional[KVCache] = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: tuple[torch.Tensor, torch.Tensor],
+        source_mask: torch.Tensor,
+        cache: Optional[KVCache] = None,
+    ) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), cache)
         x = x + self.cross_attn(self.ln_cross(x), memory, source_mask)
         return x + self.mlp(self.ln_2(x))
 
 
 def _stack(config: Seq2SeqConfig, blocks: list[nn.Module], positions: int) -> nn.ModuleDict:
-    return nn.ModuleDict(dict(
-        wte=nn.Embedding(config.vocab_size, config.n_embd),
-        wpe=nn.Embedding(positions, config.n_embd),
-        drop=nn.Dropout(config.dropout),
-        h=nn.ModuleList(blocks),
-        ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
-    ))
+    return nn.ModuleDict(
+        dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(positions, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList(blocks),
+            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+        )
+    )
 
 
 class Seq2Seq(nn.Module):
@@ -111,10 +122,16 @@ class Seq2Seq(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.encoder = _stack(c, [Block(c.n_embd, c.n_head, c.dropout, c.bias, causal=False)
-                                  for _ in range(c.n_encoder_layer)], c.source_block_size)
-        self.decoder = _stack(c, [DecoderBlock(c.n_embd, c.n_head, c.dropout, c.bias)
-                                  for _ in range(c.n_decoder_layer)], c.target_block_size)
+        self.encoder = _stack(
+            c,
+            [Block(c.n_embd, c.n_head, c.dropout, c.bias, causal=False) for _ in range(c.n_encoder_layer)],
+            c.source_block_size,
+        )
+        self.decoder = _stack(
+            c,
+            [DecoderBlock(c.n_embd, c.n_head, c.dropout, c.bias) for _ in range(c.n_decoder_layer)],
+            c.target_block_size,
+        )
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         # GPT-2's initialisation per stack: projections into the residual stream get std / sqrt(number of
         # such writes) so the stream's variance does not grow with depth: 2 per encoder block, 3 per decoder block.
@@ -141,8 +158,13 @@ class Seq2Seq(nn.Module):
         """Each decoder layer's cross-attention keys/values of the encoder output."""
         return [block.cross_attn.memory(encoded) for block in self.decoder.h]
 
-    def decode(self, idx: torch.Tensor, memories: list[tuple[torch.Tensor, torch.Tensor]], source_mask: torch.Tensor,
-               caches: Optional[list[KVCache]] = None) -> torch.Tensor:
+    def decode(
+        self,
+        idx: torch.Tensor,
+        memories: list[tuple[torch.Tensor, torch.Tensor]],
+        source_mask: torch.Tensor,
+        caches: Optional[list[KVCache]] = None,
+    ) -> torch.Tensor:
         """Decoder input ids [B, T] -> next-token logits [B, T, V]. With `caches`, `idx` holds only the new
         tokens and their positions continue after the cached ones (as in GPT.forward)."""
         T = idx.size(1)
@@ -162,8 +184,10 @@ class Seq2Seq(nn.Module):
     def _check_length(self, max_new_tokens: int) -> None:
         # The step that emits token n reads decoder positions 0..n-1: n may reach target_block_size.
         if not 1 <= max_new_tokens <= self.config.target_block_size:
-            raise ValueError(f"max_new_tokens must be in 1..target_block_size ({self.config.target_block_size}), "
-                             f"got {max_new_tokens}")
+            raise ValueError(
+                f"max_new_tokens must be in 1..target_block_size ({self.config.target_block_size}), "
+                f"got {max_new_tokens}"
+            )
 
     @torch.no_grad()
     def generate(
@@ -225,8 +249,10 @@ class Seq2Seq(nn.Module):
         if K < 1:
             raise ValueError(f"num_beams must be >= 1, got {K}")
         # Encoder and cross-attention projections once per source row, then one copy per beam.
-        memories = [(k.repeat_interleave(K, 0), v.repeat_interleave(K, 0))
-                    for k, v in self.cross_memories(self.encode(source, source_mask))]
+        memories = [
+            (k.repeat_interleave(K, 0), v.repeat_interleave(K, 0))
+            for k, v in self.cross_memories(self.encode(source, source_mask))
+        ]
         mask = source_mask.repeat_interleave(K, 0)
         tokens = torch.full((B * K, 1), start_token, dtype=torch.long, device=device)
         caches = [KVCache() for _ in self.decoder.h] if use_cache else None
@@ -251,7 +277,7 @@ class Seq2Seq(nn.Module):
                 for j in range(K):  # only stops among the K best candidates finish (fairseq)
                     if is_stop[b, j] and math.isfinite(top_scores[b, j].item()):
                         hypothesis = tokens[b * K + beam[b, j].item(), 1:].tolist() + [stop_token]
-                        finished[b].append((top_scores[b, j].item() / steps ** length_penalty, hypothesis))
+                        finished[b].append((top_scores[b, j].item() / steps**length_penalty, hypothesis))
                 done[b] = len(finished[b]) >= K
             # Each beam has one stop token among its V candidates, so at least K of the 2K are not stops.
             live_scores = top_scores.masked_fill(is_stop, float("-inf"))
@@ -268,8 +294,11 @@ class Seq2Seq(nn.Module):
         for b in range(B):
             ranked = list(finished[b])
             if len(ranked) < K:  # out of steps: the live beams compete too
-                ranked += [(scores[b, j].item() / steps ** length_penalty, tokens[b * K + j, 1:].tolist())
-                           for j in range(K) if math.isfinite(scores[b, j].item())]
+                ranked += [
+                    (scores[b, j].item() / steps**length_penalty, tokens[b * K + j, 1:].tolist())
+                    for j in range(K)
+                    if math.isfinite(scores[b, j].item())
+                ]
             best.append(max(ranked, key=lambda item: item[0])[1])
         width = max(len(h) for h in best)
         return torch.tensor([h + [stop_token] * (width - len(h)) for h in best], dtype=torch.long, device=device)

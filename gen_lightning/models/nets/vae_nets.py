@@ -38,7 +38,9 @@ def with_label(h: torch.Tensor, labels: Optional[torch.Tensor], num_classes: int
 
 
 class MLPEncoder(nn.Module):
-    def __init__(self, image_shape: tuple[int, int, int], hidden_dim: int, latent_dim: int, num_classes: int = 0) -> None:
+    def __init__(
+        self, image_shape: tuple[int, int, int], hidden_dim: int, latent_dim: int, num_classes: int = 0
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
         # The Flatten stays the first entry (a no-op on the already flat input) so that the Linear keeps
@@ -53,7 +55,9 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    def __init__(self, image_shape: tuple[int, int, int], hidden_dim: int, latent_dim: int, num_classes: int = 0) -> None:
+    def __init__(
+        self, image_shape: tuple[int, int, int], hidden_dim: int, latent_dim: int, num_classes: int = 0
+    ) -> None:
         super().__init__()
         self.image_shape, self.num_classes = image_shape, num_classes
         self.body = nn.Sequential(
@@ -65,16 +69,21 @@ class MLPDecoder(nn.Module):
 
 
 class ConvEncoder(nn.Module):
-    def __init__(self, image_shape: tuple[int, int, int], hidden_dim: int, latent_dim: int, num_classes: int = 0,
-                 width: int = 32) -> None:
+    def __init__(
+        self, image_shape: tuple[int, int, int], hidden_dim: int, latent_dim: int, num_classes: int = 0, width: int = 32
+    ) -> None:
         super().__init__()
         c, h, w = image_shape
         self.num_classes = num_classes
         self.body = nn.Sequential(
-            nn.Conv2d(c + num_classes, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),
+            nn.Conv2d(c + num_classes, width, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
+            nn.BatchNorm2d(2 * width),
+            nn.LeakyReLU(0.2),
             nn.Flatten(),
-            nn.Linear(2 * width * (h // 4) * (w // 4), hidden_dim), nn.LeakyReLU(0.2),
+            nn.Linear(2 * width * (h // 4) * (w // 4), hidden_dim),
+            nn.LeakyReLU(0.2),
         )
         self.mu = nn.Linear(hidden_dim, latent_dim)
         self.logvar = nn.Linear(hidden_dim, latent_dim)
@@ -85,15 +94,23 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    def __init__(self, image_shape: tuple[int, int, int], hidden_dim: int, latent_dim: int, num_classes: int = 0,
-                 width: int = 32) -> None:
+    def __init__(
+        self, image_shape: tuple[int, int, int], hidden_dim: int, latent_dim: int, num_classes: int = 0, width: int = 32
+    ) -> None:
         super().__init__()
         c, h, w = image_shape
         self.start = (2 * width, h // 4, w // 4)
         self.num_classes = num_classes
-        self.fc = nn.Sequential(nn.Linear(latent_dim + num_classes, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, math.prod(self.start)), nn.ReLU())
+        self.fc = nn.Sequential(
+            nn.Linear(latent_dim + num_classes, hidden_dim),
+            nn.ReLU(),
+            nn.Linear(hidden_dim, math.prod(self.start)),
+            nn.ReLU(),
+        )
         self.body = nn.Sequential(
-            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
             nn.ConvTranspose2d(width, c, 4, stride=2, padding=1),
         )
 
@@ -104,12 +121,16 @@ class ConvDecoder(nn.Module):
 def build_vae_nets(net: str, image_shape: tuple[int, int, int], hidden_dim: int, latent_dim: int, num_classes: int = 0):
     """(encoder, decoder). encoder(x, labels) -> (mu, logvar) [B, latent]; decoder(z, labels) -> [B, C, H, W]."""
     if net == "mlp":
-        return (MLPEncoder(image_shape, hidden_dim, latent_dim, num_classes),
-                MLPDecoder(image_shape, hidden_dim, latent_dim, num_classes))
+        return (
+            MLPEncoder(image_shape, hidden_dim, latent_dim, num_classes),
+            MLPDecoder(image_shape, hidden_dim, latent_dim, num_classes),
+        )
     if net == "conv":
         _, h, w = image_shape
         if h % 4 or w % 4:
             raise ValueError(f"the conv VAE needs an image side divisible by 4, got {h}x{w}")
-        return (ConvEncoder(image_shape, hidden_dim, latent_dim, num_classes),
-                ConvDecoder(image_shape, hidden_dim, latent_dim, num_classes))
+        return (
+            ConvEncoder(image_shape, hidden_dim, latent_dim, num_classes),
+            ConvDecoder(image_shape, hidden_dim, latent_dim, num_classes),
+        )
     raise ValueError(f"unknown VAE net {net!r}; choose 'mlp' or 'conv'")
