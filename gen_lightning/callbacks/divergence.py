@@ -72,16 +72,19 @@ class DivergenceGuard(Callback):
         self.skipped_total = 0
         self._loss: Optional[torch.Tensor] = None
         self._engine_skips = 0  # the strategy's count of skipped updates at the start of the batch
-        self._pending: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
+        # (first bad step since the host last looked, -1 for none; that step's loss): device tensors
+        self._first_bad: Optional[tuple[torch.Tensor, torch.Tensor]] = None
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
         self._loss = loss.detach()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._pending = None  # (bad since the last look, its first step, that step's loss): device tensors
+        self._first_bad = None
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
         engines = trainer.strategy if isinstance(trainer.strategy, SkipsNonFiniteSteps) else None
+        if engines and self.skip_bad_steps:
+            return  # the engine skips it and on_train_batch_end counts it, with the steps skipped for gradients alone
         # Under DeepSpeed the optimizer's param_groups hold ZeRO's flat partitions (no .grad here); the engine
         # checks the gradients itself and skips the update: only the loss is looked at before the step.
         params = (
@@ -94,8 +97,6 @@ class DivergenceGuard(Callback):
         if not self.skip_bad_steps:
             self._remember(finite, trainer.global_step, loss)  # looked at on the host later (module docstring)
             return
-        if engines:
-            return  # the engine skips it and on_train_batch_end counts it, with the steps skipped for gradients alone
         bad = trainer.strategy.reduce_boolean_decision(not bool(finite), all=False)
         if not bad:
             self.bad_in_a_row = 0
@@ -106,31 +107,26 @@ class DivergenceGuard(Callback):
             p.grad = None  # the optimizer leaves parameters without a gradient untouched
 
     def _remember(self, finite: torch.Tensor, step: int, loss: Optional[torch.Tensor]) -> None:
-        """Fold this step into the pending flag, on the device: nothing here waits for the step to finish."""
-        value = (
-            torch.full((), float("nan"), device=finite.device)
-            if loss is None
-            else loss.float().mean().to(finite.device)
-        )
-        if self._pending is None:
-            self._pending = (~finite, torch.where(finite, -1, step), torch.where(finite, 0.0, value))
-            return
-        bad, first_step, first_loss = self._pending
-        first = ~finite & ~bad  # the first bad step since the last look
-        self._pending = (bad | ~finite, torch.where(first, step, first_step), torch.where(first, value, first_loss))
+        """Note this step if it is the first bad one since the host looked, on the device: nothing here waits."""
+        device = finite.device
+        value = torch.full((), float("nan"), device=device) if loss is None else loss.float().mean().to(device)
+        if self._first_bad is None:
+            self._first_bad = (torch.full((), -1, dtype=torch.long, device=device), torch.zeros((), device=device))
+        first_step, first_loss = self._first_bad
+        first = ~finite & (first_step < 0)
+        self._first_bad = (torch.where(first, step, first_step), torch.where(first, value, first_loss))
 
     def check(self, trainer: L.Trainer) -> None:
-        """The host's look at the pending flag (every rank, together): stop with the first bad step's line."""
-        pending, self._pending = self._pending, None
-        bad_here = pending is not None and bool(pending[0])
-        if not trainer.strategy.reduce_boolean_decision(bad_here, all=False):
+        """The host's look at the first bad step (every rank, together): stop with its line."""
+        first_bad, self._first_bad = self._first_bad, None
+        step = -1 if first_bad is None else int(first_bad[0])
+        if not trainer.strategy.reduce_boolean_decision(step >= 0, all=False):
             return
-        if bad_here:
-            step, what = int(pending[1]), f"loss = {float(pending[2]):.6g}, non-finite loss or gradients"
+        if step >= 0:
+            what = f"loss = {float(first_bad[1]):.6g}, non-finite loss or gradients"
         else:
             step, what = trainer.global_step, "non-finite loss or gradients on another rank"
-        self.bad_in_a_row = 0
-        self._bad_steps(trainer, None, 1, what, step=step)
+        self._bad_steps(trainer, None, 1, what, step=step)  # skip_bad_steps is 0 here: this raises
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int

@@ -26,9 +26,8 @@ def logs_this_step(trainer: Optional[L.Trainer]) -> bool:
     """Whether this training batch's on_step values reach the loggers (every `log_every_n_steps`, and the last).
 
     It is also when gen-lightning reads values on the host. Anything else in a training step stays on the
-    device, so the host can queue the next step's kernels while the GPU works: Lightning converts progress-bar
-    values with `.item()` at every batch end and drops on_step values of the batches it does not log, so the
-    modules `self.log` their progress-bar values on these steps only, and the callbacks read, reduce and
-    synchronise on them (tests/test_conformance.py counts the syncs of the other steps: 0)."""
+    device, so the host can queue the next step's kernels while the GPU works: the progress bar reads its values,
+    and the callbacks read, reduce and synchronise, on these steps only (Lightning drops the on_step values of
+    the other batches anyway). tests/test_conformance.py counts the syncs of the other steps: 0."""
     connector = getattr(trainer, "_logger_connector", None)  # None: a module called outside a Trainer
     return connector is None or bool(connector.should_update_logs)
