@@ -112,19 +112,27 @@ def build_cli(
     # notebook) become SubmoduleDDPStrategy, which is Lightning's DDP for every module that names no networks and
     # one wrapper per network for the GAN (gen_lightning/strategies/submodule_ddp.py).
     register_strategies()
-    return cli_class(
-        model_class=LightningModule,
-        datamodule_class=LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_callback=RunConfigSaver,
-        trainer_defaults=_trainer_defaults(),
-        parser_class=_OneLineErrorParser,
-        parser_kwargs={"parser_mode": "omegaconf"},
-        args=args,
-        run=run,
-        auto_configure_optimizers=False,
-    )
+    try:
+        cli = cli_class(
+            model_class=LightningModule,
+            datamodule_class=LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=RunConfigSaver,
+            trainer_defaults=_trainer_defaults(),
+            parser_class=_OneLineErrorParser,
+            parser_kwargs={"parser_mode": "omegaconf"},
+            args=args,
+            run=run,
+            auto_configure_optimizers=False,
+        )
+    except BaseException:
+        if run:
+            _finish_wandb_run(exit_code=1)
+        raise
+    if run:  # with run=False the caller trains, and ends the run
+        _finish_wandb_run(exit_code=0)
+    return cli
 
 
 def _run_extra_verb(verb: str, argv: list[str]) -> int:
@@ -134,9 +142,9 @@ def _run_extra_verb(verb: str, argv: list[str]) -> int:
 
 
 def _finish_wandb_run(exit_code: int) -> None:
-    """End the W&B run this call started. Lightning's WandbLogger leaves it open until the interpreter exits,
-    and a second `main([...])` in the same process (a notebook, the in-process tests) would then log into the
-    first run, whatever `--trainer.logger.init_args.id` says ("a wandb run already in progress ... will reuse
+    """End the W&B run the subcommand started. Lightning's WandbLogger leaves it open until the interpreter exits,
+    and a second run in the same process (a notebook, the in-process tests, the matrix driver) would then log into
+    the first one, whatever `--trainer.logger.init_args.id` says ("a wandb run already in progress ... will reuse
     this run"). wandb is only looked at when the run imported it."""
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
@@ -165,10 +173,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         if argv is None:
             sys.argv[1:] = args  # Lightning reads sys.argv itself (and warns when given both)
         build_cli(None if argv is None else args)
-        _finish_wandb_run(exit_code=0)
         _close_process_group()
     except Exception as err:  # noqa: BLE001 - only user mistakes are turned into one line
-        _finish_wandb_run(exit_code=1)
         user_error = find_user_error(err)
         if user_error is None:
             raise
