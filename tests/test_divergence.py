@@ -1,4 +1,4 @@
-"""A NaN/Inf loss stops the run with one line (step + loss) before it touches the weights, or, with
+"""A NaN/Inf loss stops the run with one line (step + loss) before any checkpoint holds it, or, with
 --divergence.skip_bad_steps, the bad steps are dropped and training goes on."""
 
 from __future__ import annotations
@@ -10,29 +10,10 @@ import torch
 
 from gen_lightning.cli import main
 from gen_lightning.models import VAEModule
-from tests.conftest import CONFIGS
+from tests import helpers
 
-TINY_VAE = [
-    "fit",
-    "--config",
-    str(CONFIGS / "vae/mlp_digits.yaml"),
-    "--model.hidden_dim",
-    "16",
-    "--model.latent_dim",
-    "2",
-    "--data.batch_size",
-    "64",
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
-    "--trainer.logger",
-    "false",
-    "--trainer.limit_val_batches",
-    "1",
-    "--trainer.callbacks",
-    "[]",
-]
+# The shared tiny VAE without a logger (no W&B run for these in-process fits).
+TINY_VAE = [*helpers.TINY_VAE, "--trainer.logger", "false"]
 
 
 @pytest.fixture

@@ -12,28 +12,13 @@ import time
 import pytest
 import torch
 
-from tests.conftest import CONFIGS, cli_env, run_cli
+from tests import helpers
+from tests.conftest import cli_env, run_cli
 
 TINY_VAE = [
-    "fit",
-    "--config",
-    CONFIGS / "vae/mlp_digits.yaml",
-    "--model.hidden_dim",
-    "16",
-    "--model.latent_dim",
-    "2",
-    "--data.batch_size",
-    "64",
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
+    *helpers.TINY_VAE,
     "--trainer.logger",
     "false",
-    "--trainer.limit_val_batches",
-    "1",
-    "--trainer.callbacks",
-    "[]",
     "--trainer.default_root_dir",
     "out",
     "--checkpoint.every_n_train_steps",
