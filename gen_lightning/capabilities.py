@@ -11,7 +11,8 @@ signatures), which is what the callers need to choose a path; the signatures bel
 
 from __future__ import annotations
 
-from typing import Optional, Protocol, Sequence, runtime_checkable
+import functools
+from typing import Any, Optional, Protocol, Sequence, runtime_checkable
 
 import torch
 
@@ -182,11 +183,23 @@ class WrapsNetworks(Protocol):
     def unit_for(self, name: str) -> Optional[torch.nn.Module]: ...
 
 
+def implements(obj: Any, protocol: type) -> bool:
+    """`isinstance(obj, protocol)` for a protocol made of methods only, decided once per class: a runtime Protocol
+    check walks the protocol's members every time (3-7 us), and the training step asks some several times a batch
+    (the strategy's, per optimizer step). Methods live on the class, so the class decides."""
+    return _class_implements(type(obj), protocol)
+
+
+@functools.lru_cache(maxsize=None)
+def _class_implements(cls: type, protocol: type) -> bool:
+    return issubclass(cls, protocol)  # TypeError for a protocol with data members: use isinstance for those
+
+
 def network_unit(module: torch.nn.Module, name: str) -> torch.nn.Module:
     """The network `name` of `module` as it must be called to train it: its strategy's unit (a DDP wrapper, a
     DeepSpeed engine) when the strategy wraps networks one by one, the network itself otherwise."""
     trainer = module._trainer  # None: a LightningModule outside a Trainer
     unit = (
-        trainer.strategy.unit_for(name) if trainer is not None and isinstance(trainer.strategy, WrapsNetworks) else None
+        trainer.strategy.unit_for(name) if trainer is not None and implements(trainer.strategy, WrapsNetworks) else None
     )
     return unit if unit is not None else module.get_submodule(name)

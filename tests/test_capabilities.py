@@ -89,6 +89,18 @@ def test_both_multi_network_strategies_wrap_networks_and_deepspeed_counts_skippe
     assert SubmoduleDDPStrategy().unit_for("generator") is None  # nothing wrapped before set-up
 
 
+def test_implements_answers_as_isinstance_for_the_method_protocols_the_step_asks():
+    """`implements` (decided once per class, for the checks made every batch) agrees with isinstance."""
+    from lightning.pytorch.strategies import SingleDeviceStrategy
+
+    objects = [GANModule(), VAEModule(), SubmoduleDDPStrategy(), DeepSpeedCPUStrategy(), SingleDeviceStrategy("cpu")]
+    for protocol in (capabilities.WrapsNetworks, capabilities.SkipsNonFiniteSteps, capabilities.ReportsFlops):
+        for obj in objects:
+            assert capabilities.implements(obj, protocol) == isinstance(obj, protocol), (obj, protocol)
+    assert capabilities.implements(DeepSpeedCPUStrategy(), capabilities.SkipsNonFiniteSteps)
+    assert not capabilities.implements(SingleDeviceStrategy("cpu"), capabilities.WrapsNetworks)
+
+
 def test_network_unit_is_the_network_itself_outside_a_wrapping_strategy():
     model = GANModule(net="mlp", image_size=16, width=4)
     assert network_unit(model, "generator") is model.generator

@@ -101,11 +101,11 @@ def test_absurd_learning_rate_through_the_cli(cli):
     assert not math.isfinite(float(loss)) or "non-finite" in lines[0]
 
 
-def test_grads_finite_is_exact_and_reads_nothing_on_the_host(monkeypatch):
-    from gen_lightning.callbacks.divergence import grads_finite
+def test_all_finite_is_exact_and_reads_nothing_on_the_host(monkeypatch):
+    from gen_lightning.callbacks.divergence import all_finite
 
     def no_sync(*args, **kwargs):
-        raise AssertionError("grads_finite read a value on the host")
+        raise AssertionError("all_finite read a value on the host")
 
     fine = [torch.randn(3, 4), torch.randn(7)]
     huge = [torch.full((1000,), 1e17), torch.full((10,), 3e18)]  # sum of squares over both overflows fp32
@@ -118,5 +118,31 @@ def test_grads_finite_is_exact_and_reads_nothing_on_the_host(monkeypatch):
     with monkeypatch.context() as patched:
         for name in ("__bool__", "item", "tolist", "cpu"):
             patched.setattr(torch.Tensor, name, no_sync)
-        results = [grads_finite(grads) for grads, _ in cases]
+        results = [all_finite(grads) for grads, _ in cases]
     assert [bool(r) for r in results] == [expected for _, expected in cases]
+
+
+def test_a_nan_gradient_with_a_finite_loss_is_caught_by_the_weights(in_tmp, monkeypatch, capsys):
+    """The default mode reads no gradient in a step: a NaN gradient behind a finite loss is found in the
+    weights it spoiled, before the next checkpoint holds them."""
+    real = VAEModule.training_step
+
+    def training_step(self, batch, batch_idx):
+        loss = real(self, batch, batch_idx)
+        if self.global_step == 5:
+            # sqrt at 0: the value 0 (the loss stays finite), the gradient inf * 0 = NaN for every weight it touches
+            loss = loss + torch.sqrt(sum(p.sum() for p in self.parameters()) * 0)
+        return loss
+
+    monkeypatch.setattr(VAEModule, "training_step", training_step)
+    with pytest.raises(SystemExit) as exit_info:
+        main([*TINY_VAE, "--trainer.max_steps", "20", "--checkpoint.every_n_train_steps", "3"])
+    assert exit_info.value.code == 2
+    err_lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("gen-lightning: error:")]
+    assert len(err_lines) == 1, err_lines
+    assert (
+        "training diverged at step 5: a non-finite gradient in one of steps 3-5 made the weights non-finite"
+        in (err_lines[0])
+    )
+    last = torch.load(in_tmp / "runs/checkpoints/last.ckpt", weights_only=True)
+    assert last["global_step"] == 3 and _all_finite(last)  # written before the bad update

@@ -182,11 +182,12 @@ class GANModule(L.LightningModule):
             self.log_dict({**d_logs, "train/g_loss": g_loss}, on_step=True, on_epoch=False)
 
     def discriminator_step(self, opt, real: torch.Tensor, labels: Optional[torch.Tensor]) -> dict:
-        with self.training_only("discriminator"):
-            with torch.no_grad():
-                fake = self.generator(self.noise(real.shape[0]), labels)
-            loss, logs = self.discriminator_objective(network_unit(self, "discriminator"), real, fake, labels)
-            self.optimize(opt, loss)
+        # G is not frozen here (as training_only would): its forward runs under no_grad, so no gradient can reach it,
+        # and walking its parameters twice per step cost ~0.1 ms for nothing.
+        with torch.no_grad():
+            fake = self.generator(self.noise(real.shape[0]), labels)
+        loss, logs = self.discriminator_objective(network_unit(self, "discriminator"), real, fake, labels)
+        self.optimize(opt, loss)
         logs["train/d_loss"] = loss.detach()
         return logs
 
@@ -247,16 +248,16 @@ class GANModule(L.LightningModule):
         """Freeze every network but `name` for one step, as Lightning's `toggled_optimizer` does; done here on
         the networks rather than on optimizer parameter groups because DeepSpeed's ZeRO optimizers hold flat
         shards, not the networks' parameters."""
-        others = [self.get_submodule(other) for other in self.ddp_submodules if other != name]
-        saved = [[p.requires_grad for p in net.parameters()] for net in others]
-        for net in others:
-            net.requires_grad_(False)
+        # One flat list of the other networks' parameters, walked once instead of three recursive module walks per step.
+        frozen = [p for other in self.ddp_submodules if other != name for p in self.get_submodule(other).parameters()]
+        saved = [p.requires_grad for p in frozen]
+        for p in frozen:
+            p.requires_grad_(False)
         try:
             yield
         finally:
-            for net, flags in zip(others, saved):
-                for p, flag in zip(net.parameters(), flags):
-                    p.requires_grad_(flag)
+            for p, flag in zip(frozen, saved):
+                p.requires_grad_(flag)
 
     def optimize(self, opt, loss: torch.Tensor) -> None:
         opt.zero_grad(set_to_none=True)
