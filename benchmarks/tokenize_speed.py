@@ -5,8 +5,10 @@
 The train split of the default corpus as TextDataModule prepares it (documents in path order, one BPE with
 `--vocab` ids trained on them first, not timed), written by gen_lightning.data.token_writer:
   byte            the byte tokenizer (in-process, numpy)                        goal >= 40 MB/s
-  bpe serial      HF tokenizers' encode_batch in this process (the writer before the pool)
+  bpe hf          HF tokenizers' encode_batch in this process (the writer before data/bpe_pieces.py)
+  bpe serial      by distinct pre-token (data/bpe_pieces.py), in this process
   bpe pool        the same chunks in a pool of forked processes, one per core    goal >= 10 MB/s on 2 cores
+The three BPE token files must be identical (checked: the exit status says so).
 Interleaved repeats, median; MB = 2**20 bytes of UTF-8 text. Prints MB/s of wall time and MB per CPU-second
 (this process + its workers): on a shared machine the second is what the code costs, the first what it got.
 `--mb N` uses the first N MB only (0 = the whole split). About 1-2 minutes on 2 idle cores.
@@ -23,6 +25,7 @@ import time
 
 from gen_lightning.data import token_writer
 from gen_lightning.data.text import TextDataModule, split_documents
+from gen_lightning.data.bpe_pieces import PieceEncoder
 from gen_lightning.data.tokenizers import BPETokenizer, ByteTokenizer
 
 
@@ -39,7 +42,8 @@ def main() -> None:
     args = parser.parse_args()
 
     data = TextDataModule(tokenizer="bpe", vocab_size=args.vocab)
-    train, _ = split_documents(data._read_documents(), data.val_fraction)
+    docs, _ = data._read_documents()
+    train, _ = split_documents(docs, data.val_fraction)
     if args.mb:
         budget, docs = int(args.mb * 2**20), []
         for d in train:
@@ -53,8 +57,11 @@ def main() -> None:
     bpe = BPETokenizer.train(iter(train), args.vocab)
     train_s = time.perf_counter() - t0
     workers = token_writer.default_workers()
+    hf_only = BPETokenizer(bpe._tok)
+    hf_only._pieces = None  # encode_stream falls back to HF's encode_batch: the writer as it was
     sides = {
         "byte": (ByteTokenizer(), 1),
+        "bpe hf": (hf_only, 1),
         "bpe serial": (bpe, 1),
         f"bpe pool x{workers}": (bpe, workers),
     }
@@ -70,22 +77,24 @@ def main() -> None:
         for name, (tok, n) in sides.items():
             out = io.BytesIO()
             w0, c0 = time.perf_counter(), _cpu()
+            if tok is bpe:
+                bpe._pieces = PieceEncoder(bpe._tok)  # each repeat starts with an empty pre-token cache
             token_writer.write_tokens(tok, train, out, "uint16", name, workers=n)
             w1, c1 = time.perf_counter(), _cpu()
             wall[name].append(size_mb / (w1 - w0))
             cpu[name].append(size_mb / max(c1 - c0, 1e-9))
             outputs[name] = out.getvalue()
-    if outputs["bpe serial"] != outputs[f"bpe pool x{workers}"]:
-        sys.exit("the pool's token file differs from the serial one")
+    if not outputs["bpe hf"] == outputs["bpe serial"] == outputs[f"bpe pool x{workers}"]:
+        sys.exit("the BPE token files differ")
     for name in sides:
         print(
-            f"{name:>12}: median {statistics.median(wall[name]):7.2f} MB/s wall, "
+            f"{name:>13}: median {statistics.median(wall[name]):7.2f} MB/s wall, "
             f"{statistics.median(cpu[name]):7.2f} MB per CPU-s  ({', '.join(f'{x:.2f}' for x in wall[name])})"
         )
-    pool = f"bpe pool x{workers}"
+    pool, hf = f"bpe pool x{workers}", statistics.median(wall["bpe hf"])
     print(
-        f"RATIO bpe pool/serial = {statistics.median(wall[pool]) / statistics.median(wall['bpe serial']):.2f}x "
-        f"wall (token files identical); load average at the end "
+        f"RATIO bpe serial/hf = {statistics.median(wall['bpe serial']) / hf:.2f}x, pool/hf = "
+        f"{statistics.median(wall[pool]) / hf:.2f}x wall (the three token files identical); load average at the end "
         f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}"
     )
 

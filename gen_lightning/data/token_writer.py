@@ -1,12 +1,12 @@
 """Documents -> one flat token file (each document's ids, then the end-of-text id), encoded in parallel.
 
-HF `tokenizers` parallelises `encode_batch` with its own thread pool, but measured here it gained nothing:
-its ByteLevel pre-tokenizer (the GPT-2 regex) is ~90% of the time and ran at ~1.4-1.8 MB per CPU-second
-on these machines whatever RAYON_NUM_THREADS. So the documents go to a pool of forked processes in chunks of
-~`CHUNK_BYTES`, each encodes its chunk serially (TOKENIZERS_PARALLELISM=false: a thread pool must not be
-inherited across fork, and processes already use every core), and the chunks are written in corpus order:
-the file is byte-identical to a serial run's. Byte tokenization needs no tokenizer at all (numpy view of the
-UTF-8 bytes) and stays in-process. The bar shows MB/s of UTF-8 text.
+A byte-level BPE is encoded by distinct pre-token (data/bpe_pieces.py: HF's own ids, ~8 MB/s per core on code
+instead of HF's ~1-2 MB per CPU-second, which its ByteLevel pre-tokenizer spends ~90% of). On top of that the
+documents go to a pool of forked processes, one per core, in chunks of ~`CHUNK_BYTES`; each encodes its chunks
+serially (TOKENIZERS_PARALLELISM=false: a thread pool must not be inherited across fork, and processes already use
+every core) with its own pre-token cache, and the chunks are written in corpus order: the file is byte-identical to
+a serial run's. Byte tokenization needs no tokenizer at all (numpy view of the UTF-8 bytes) and stays in-process.
+The bar shows MB/s of UTF-8 text.
 """
 
 from __future__ import annotations
@@ -31,16 +31,7 @@ _worker_dtype = "uint16"
 
 def encode_documents(tok: Tokenizer, docs: Sequence[str], dtype: str) -> np.ndarray:
     """The token stream of `docs`: each document's ids followed by `tok.eot_id`."""
-    if tok.kind == "byte":  # ids 0..255 are the UTF-8 bytes themselves
-        parts = [np.frombuffer(d.encode("utf-8"), dtype=np.uint8) for d in docs]
-    else:
-        parts = [np.asarray(ids, dtype=dtype) for ids in tok.encode_batch(list(docs))]
-    eot = np.asarray([tok.eot_id], dtype=dtype)
-    return (
-        np.concatenate([x for p in parts for x in (p.astype(dtype, copy=False), eot)])
-        if parts
-        else np.zeros(0, dtype=dtype)
-    )
+    return tok.encode_stream(list(docs), dtype)
 
 
 def _encode_in_worker(span: tuple[int, int]) -> np.ndarray:

@@ -1,0 +1,100 @@
+"""The corpus encoder by distinct pre-token (data/bpe_pieces.py) gives exactly HF tokenizers' ids, or is not used."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer as HFTokenizer, normalizers, pre_tokenizers
+
+from gen_lightning.data.bpe_pieces import PieceEncoder
+from gen_lightning.data.text import stdlib_files
+from gen_lightning.data.tokenizers import BPETokenizer
+
+# Where a split by Python's `re` could part from Oniguruma's, or a cut from the whole text's split.
+EDGE_CASES = [
+    "",
+    "x",
+    "   ",
+    "\n",
+    "\n\n\n",
+    "trailing spaces   ",
+    "trailing newlines\n\n",
+    'import os\n\n"""doc"""\n',
+    "a\n\n    b\n\tc\r\nd\x0ce\x0bf",
+    "it's they're we've I'm you'll he'd 'S 's",
+    "x  =  1  +  22  // 333 ;;; !!!",
+    "  leading\n  indent\n\n\n  more",
+    "tab\tand\t\tmore\t\n\t\tx",
+    "numbers 12345 1.5e-3 0x1F ٣٤ 漢字123",
+    "é ß 漢字 🙂 naïve café\nnext line\n  é\n",
+    "unit separators \x1c\x1d\x1e\x1f inside\nand after",
+    "no-break\u00a0space and \u2028 line separator\u2029 here\n",
+    "ends with é\n",
+    "é\n\nx",
+    "<|endoftext|> written out, and again<|endoftext|>",
+    "mixed\r\n\r\nline ends\r\n",
+]
+
+
+@pytest.fixture(scope="module")
+def corpus() -> list[str]:
+    """~1.5 MB of the default corpus (stdlib sources: some hold non-ASCII, form feeds, CRLF)."""
+    out, size = [], 0
+    for path in stdlib_files():
+        text = path.read_text(encoding="utf-8", errors="replace")
+        out.append(text)
+        size += len(text)
+        if size > 1_500_000:
+            break
+    return out
+
+
+@pytest.fixture(scope="module")
+def bpe(corpus) -> BPETokenizer:
+    return BPETokenizer.train(iter(corpus[:40] + EDGE_CASES), 2048)
+
+
+def _hf_stream(tok: BPETokenizer, texts: list[str]) -> list[int]:
+    return [i for t in texts for i in [*tok._tok.encode(t).ids, tok.eot_id]]
+
+
+def test_the_trained_tokenizer_is_one_it_applies_to(bpe):
+    assert bpe._pieces is not None
+
+
+@pytest.mark.parametrize("text", EDGE_CASES, ids=range(len(EDGE_CASES)))
+def test_each_edge_case_gets_hf_ids(bpe, text):
+    assert bpe.encode_stream([text], "int64").tolist() == _hf_stream(bpe, [text])
+
+
+def test_the_corpus_gets_hf_ids_and_the_cache_carries_over_calls(bpe, corpus):
+    expected = _hf_stream(bpe, corpus)
+    encoder = PieceEncoder(bpe._tok)
+    half = len(corpus) // 2
+    first = encoder.encode_stream(corpus[:half], bpe.eot_id, "uint16")
+    cached = len(encoder._ids)
+    second = encoder.encode_stream(corpus[half:], bpe.eot_id, "uint16")
+    assert len(encoder._ids) > cached > 1000  # the second call reused and grew the first's cache
+    assert np.concatenate([first, second]).tolist() == expected
+    assert first.dtype == np.uint16
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["normalizer", "prefix_space", "no_regex", "whitespace_split"],
+)
+def test_a_tokenizer_it_would_not_reproduce_goes_to_hf(bpe, change):
+    tok = HFTokenizer.from_str(bpe._tok.to_str())
+    if change == "normalizer":
+        tok.normalizer = normalizers.Lowercase()
+    elif change == "prefix_space":
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    elif change == "no_regex":
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    assert not PieceEncoder.applies_to(tok)
+    other = BPETokenizer(tok)
+    assert other._pieces is None
+    texts = ["Hello World, it's  here\n\n  x", "é ß"]
+    assert other.encode_stream(texts, "int64").tolist() == _hf_stream(other, texts)
