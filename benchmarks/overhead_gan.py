@@ -1,6 +1,6 @@
 """Per-step overhead of `gen-lightning fit` for the DCGAN on digits vs a plain PyTorch loop.
 
-    python benchmarks/overhead_gan.py [--repeats 3] [--warmup 5] [--steps 40] [--threads 1]
+    python benchmarks/overhead_gan.py [--repeats 7] [--warmup 5] [--steps 80] [--threads 1]
 
 Both sides train the same nets (gen_lightning.models.nets.gan_nets, dcgan, 28x28, width 64, batch norm
 in D) on the same batches (ImageDataModule digits, its seeded loader, batch 16) with the same two Adam
@@ -11,8 +11,8 @@ batch = one D step (fake from G under no_grad) + one G step (D frozen, as Lightn
              `.item()` every 10 batches;
   lightning  configs/trainer/cpu.yaml + configs/gan/dcgan_digits.yaml through the project's CLI object
              (GANModule, manual optimization), every default callback, progress bar, W&B offline.
-Printed: median ms/step of each side over interleaved repeats and the ratio (goal <= 1.02x).
-About 30-45 s on 2 cores with the defaults.
+Printed: median ms/step of each side over interleaved repeats and the ratio (goal <= 1.05x, issue 15).
+About 1.5 minutes on 2 cores with the defaults (7 x 2 runs of 86 batches, each started through the CLI).
 """
 
 from __future__ import annotations
@@ -92,9 +92,11 @@ def lightning_fit(warmup: int, steps: int) -> StepClock:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=40, help="timed batches per repeat (< 45: no sample grid inside)")
+    parser.add_argument(
+        "--steps", type=int, default=80, help="timed batches per repeat (< 90: no sample grid or validation inside)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both sides")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -105,8 +107,8 @@ def main() -> None:
         },
         args.repeats,
     )
-    report(wall, "plain", "lightning", goal=1.02, what="wall")
-    report(cpu, "plain", "lightning", goal=1.02, what="CPU (this process)")
+    report(wall, "plain", "lightning", goal=1.05, what="wall")
+    report(cpu, "plain", "lightning", goal=1.05, what="CPU (this process)")
     print(f"machine: {machine()}")
 
 
