@@ -11,7 +11,7 @@ from the same seed:
   lightning  configs/trainer/cpu.yaml + configs/gpt/nano_stdlib.yaml through the project's CLI object
              with every default callback, the progress bar and the W&B logger (offline).
 Printed: median ms/step of each side over interleaved repeats, the ratio (goal <= 1.02x) and tokens/s.
-About 1.5 minutes on 2 cores with the defaults (3 minutes with --repeats 7 --steps 40).
+About 2 minutes on 2 cores with the defaults (4 minutes with --repeats 7 --steps 40), a warm-up round included.
 """
 
 from __future__ import annotations
@@ -105,6 +105,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--steps", type=int, default=60, help="timed steps per repeat (< 99: no validation inside)")
+    parser.add_argument(
+        "--warmup-repeats", type=int, default=1, help="rounds run first and not counted (one-off first-run costs)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both sides")
     parser.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "gen-lightning-bench-text"))
     args = parser.parse_args()
@@ -116,6 +119,7 @@ def main() -> None:
             "lightning": lambda: lightning_fit(args.cache_dir, args.warmup, args.steps),
         },
         args.repeats,
+        args.warmup_repeats,
     )
     report(wall, "plain", "lightning", goal=1.02, what="wall")
     report(cpu, "plain", "lightning", goal=1.02, what="CPU (this process)")
