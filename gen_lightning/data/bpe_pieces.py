@@ -42,19 +42,33 @@ _CUT = re.compile(r"(?<=[!-~])(?=\n)|(?=\n[!-~])")
 _CACHE_LIMIT = 2_000_000  # distinct pre-tokens kept between calls (a few hundred MB at most); then it starts over
 
 
+def _spec(hf_tokenizer) -> dict:
+    return json.loads(hf_tokenizer.to_str())
+
+
 class PieceEncoder:
     """Encodes texts like `hf_tokenizer.encode_batch`, one distinct pre-token at a time (module docstring)."""
 
-    def __init__(self, hf_tokenizer) -> None:
+    def __init__(self, hf_tokenizer, spec: Optional[dict] = None) -> None:
         self._hf = hf_tokenizer
-        spec = json.loads(hf_tokenizer.to_str())
+        spec = _spec(hf_tokenizer) if spec is None else spec
         self._added = [t["content"] for t in spec.get("added_tokens", [])]
         self._ids: dict[str, tuple[int, ...]] = {}  # pre-token -> its ids
 
-    @staticmethod
-    def applies_to(hf_tokenizer) -> bool:
+    @classmethod
+    def for_tokenizer(cls, hf_tokenizer) -> Optional["PieceEncoder"]:
+        """An encoder for this tokenizer, or None where it would not reproduce its ids (`applies_to`); the
+        tokenizer's JSON (GPT-2's: ~2 MB of vocabulary and merges) is serialised and parsed once for both."""
+        spec = _spec(hf_tokenizer)
+        return cls(hf_tokenizer, spec) if cls._applies(spec) else None
+
+    @classmethod
+    def applies_to(cls, hf_tokenizer) -> bool:
         """Whether this tokenizer's ids for a text are its ids for the text's GPT-2 pre-tokens, concatenated."""
-        spec = json.loads(hf_tokenizer.to_str())
+        return cls._applies(_spec(hf_tokenizer))
+
+    @staticmethod
+    def _applies(spec: dict) -> bool:
         pre, model = spec.get("pre_tokenizer") or {}, spec.get("model") or {}
         return (
             spec.get("normalizer") is None

@@ -40,6 +40,13 @@ class Tokenizer(Protocol):
     def to_json(self) -> str: ...
 
 
+def _each_then_eot(parts: list[np.ndarray], eot_id: int, dtype: str) -> np.ndarray:
+    """The arrays one after the other, each followed by `eot_id`, as one `dtype` array: a token file's content."""
+    eot = np.asarray([eot_id], dtype=dtype)
+    out = [x for part in parts for x in (part.astype(dtype, copy=False), eot)]
+    return np.concatenate(out) if out else np.zeros(0, dtype=dtype)
+
+
 class ByteTokenizer:
     """UTF-8 bytes as ids 0..255, plus 256 = end of text. Lossless for any input, needs no training."""
 
@@ -55,9 +62,7 @@ class ByteTokenizer:
 
     def encode_stream(self, texts: Sequence[str], dtype: str) -> np.ndarray:
         # ids 0..255 are the UTF-8 bytes themselves: a numpy view of them (75 MB/s), no Python int per byte.
-        eot = np.asarray([self.eot_id], dtype=dtype)
-        parts = [x for t in texts for x in (np.frombuffer(t.encode("utf-8"), dtype=np.uint8).astype(dtype), eot)]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+        return _each_then_eot([np.frombuffer(t.encode("utf-8"), dtype=np.uint8) for t in texts], self.eot_id, dtype)
 
     def decode(self, ids: Iterable[int]) -> str:
         return bytes(i for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")
@@ -76,7 +81,7 @@ class BPETokenizer:
         self._tok = hf_tokenizer
         self.vocab_size = hf_tokenizer.get_vocab_size()
         # The fast corpus encoder, for tokenizers whose ids it reproduces exactly (data/bpe_pieces.py).
-        self._pieces = PieceEncoder(hf_tokenizer) if PieceEncoder.applies_to(hf_tokenizer) else None
+        self._pieces = PieceEncoder.for_tokenizer(hf_tokenizer)
         eot = hf_tokenizer.token_to_id(EOT)
         if eot is None:
             raise ValueError(f"BPE tokenizer has no {EOT} token")
@@ -110,9 +115,7 @@ class BPETokenizer:
         ids as `encode_batch`, by distinct pre-token where that is exact (data/bpe_pieces.py: ~2-9x faster)."""
         if self._pieces is not None:
             return self._pieces.encode_stream(texts, self.eot_id, dtype)
-        eot = np.asarray([self.eot_id], dtype=dtype)
-        parts = [x for ids in self.encode_batch(texts) for x in (np.asarray(ids, dtype=dtype), eot)]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+        return _each_then_eot([np.asarray(ids) for ids in self.encode_batch(texts)], self.eot_id, dtype)
 
     def decode(self, ids: Iterable[int]) -> str:
         return self._tok.decode([int(i) for i in ids if int(i) != self.eot_id])
