@@ -11,7 +11,8 @@ The clock is read (after `torch.cuda.synchronize()` on a GPU) on logging steps o
 waits for the device anyway (callbacks/logging_step.py): a sync per batch would stop the host from queueing the
 next step's kernels. Rates are averaged over the logging intervals that span about `window_size` batches.
 
-Logged (every `trainer.log_every_n_steps`, from the second logging step on):
+Logged (every `trainer.log_every_n_steps`, once the window is full: from the logging step that closes the first
+`window_size` batches, at the earliest the second; measured: window 20, logging every 5 -> first at step 24):
   throughput/samples_per_sec         all ranks together
   throughput/tokens_per_sec          all ranks together, when batches are integer token windows [B, T]
   throughput/device/samples_per_sec  this rank (the same on every rank under DDP)
