@@ -1,6 +1,6 @@
 """Per-step overhead of `gen-lightning fit` for the nano GPT vs a plain nanoGPT-style PyTorch loop.
 
-    python benchmarks/overhead_gpt.py [--repeats 3] [--warmup 10] [--steps 60] [--threads 1]
+    python benchmarks/overhead_gpt.py [--repeats 5] [--warmup 10] [--steps 80] [--threads 1]
 
 Both sides train the same model (nano: 4 layers, 4 heads, 128 wide, block 128, byte vocabulary 257,
 fp32, no compile) on the same windows (the same TextDataModule and its seeded loader, batch 16) with
@@ -10,8 +10,10 @@ from the same seed:
              LR set per step, `loss.item()` printed every 10 steps (nanoGPT's log_interval);
   lightning  configs/trainer/cpu.yaml + configs/gpt/nano_stdlib.yaml through the project's CLI object
              with every default callback, the progress bar and the W&B logger (offline).
-Printed: median ms/step of each side over interleaved repeats, the ratio (goal <= 1.02x) and tokens/s.
-About 2 minutes on 2 cores with the defaults (4 minutes with --repeats 7 --steps 40), a warm-up round included.
+The two sides run in lockstep, 10 steps each in turn, inside each Lightning run (_overhead.py says why).
+Printed: median ms/step of each side, the paired chunk ratios and the RATIO, their median (goal <= 1.02x), tokens/s.
+About 3.5 minutes on 2 cores with the defaults (1 + 5 Lightning runs of 91 steps, each with 90 plain steps inside:
+40 timed chunk pairs).
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _overhead import StepClock, interleave, machine, report, run_cli_fit  # noqa: E402
+from _overhead import machine, repeat_lockstep, report, run_lockstep  # noqa: E402
 
 from gen_lightning.data import TextDataModule  # noqa: E402
 from gen_lightning.models.gpt import warmup_cosine  # noqa: E402
@@ -43,8 +46,9 @@ def datamodule(cache_dir: str) -> TextDataModule:
     return TextDataModule(tokenizer="byte", block_size=BLOCK, batch_size=BATCH, cache_dir=cache_dir, seed=0)
 
 
-def plain_loop(cache_dir: str, warmup: int, steps: int) -> StepClock:
-    """nanoGPT's train.py loop, reduced to what this comparison needs (no DDP, no eval, no compile)."""
+def plain_steps(cache_dir: str, total: int) -> Iterator[None]:
+    """nanoGPT's train.py loop, reduced to what this comparison needs (no DDP, no eval, no compile); one step per
+    `next()` (set-up on the first call). `total`: the run's length, for the LR schedule (as the Lightning run's)."""
     torch.manual_seed(0)
     data = datamodule(cache_dir)
     data.prepare_data()
@@ -60,29 +64,28 @@ def plain_loop(cache_dir: str, warmup: int, steps: int) -> StepClock:
         lr=LR,
         betas=BETAS,
     )
-    total = warmup + steps + 1
-    clock = StepClock(warmup, steps)
-    for step, (x, y) in enumerate(data.train_dataloader()):
-        clock.tick(step)
-        if step == total:
-            break
-        lr = LR * warmup_cosine(step, WARMUP, total, MIN_LR / LR)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        logits = model(x)
-        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if step % LOG_EVERY == 0:
-            loss_value = loss.item()  # nanoGPT prints the loss every log_interval steps
-            assert math.isfinite(loss_value)
-    return clock
+    step = 0
+    while True:
+        for x, y in data.train_dataloader():
+            lr = LR * warmup_cosine(step, WARMUP, total, MIN_LR / LR)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            logits = model(x)
+            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if step % LOG_EVERY == 0:
+                loss_value = loss.item()  # nanoGPT prints the loss every log_interval steps
+                assert math.isfinite(loss_value)
+            step += 1
+            yield
 
 
-def lightning_fit(cache_dir: str, warmup: int, steps: int) -> StepClock:
-    return run_cli_fit(
+def lightning_with_plain(cache_dir: str, warmup: int, chunks: int) -> tuple[list, list]:
+    total = warmup + LOG_EVERY * chunks + 1
+    return run_lockstep(
         [
             "--config",
             str(ROOT / "configs/trainer/cpu.yaml"),
@@ -95,16 +98,20 @@ def lightning_fit(cache_dir: str, warmup: int, steps: int) -> StepClock:
             "--data.cache_dir",
             cache_dir,
         ],
+        plain_steps(cache_dir, total),
         warmup,
-        steps,
+        LOG_EVERY,
+        chunks,
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=60, help="timed steps per repeat (< 99: no validation inside)")
+    parser.add_argument(
+        "--steps", type=int, default=80, help="timed steps per repeat (warmup + steps < 99: no validation inside)"
+    )
     parser.add_argument(
         "--warmup-repeats", type=int, default=1, help="rounds run first and not counted (one-off first-run costs)"
     )
@@ -112,21 +119,19 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "gen-lightning-bench-text"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.steps % LOG_EVERY or args.steps < 2 * LOG_EVERY:
+        parser.error(f"--steps must be a multiple of {LOG_EVERY} (the logging interval), at least {2 * LOG_EVERY}")
     datamodule(args.cache_dir).prepare_data()  # tokenize once, outside the timings
-    wall, cpu = interleave(
-        {
-            "plain": lambda: plain_loop(args.cache_dir, args.warmup, args.steps),
-            "lightning": lambda: lightning_fit(args.cache_dir, args.warmup, args.steps),
-        },
+    chunks = repeat_lockstep(
+        lambda: lightning_with_plain(args.cache_dir, args.warmup, args.steps // LOG_EVERY),
         args.repeats,
         args.warmup_repeats,
+        LOG_EVERY,
     )
-    report(wall, "plain", "lightning", goal=1.02, what="wall")
-    report(cpu, "plain", "lightning", goal=1.02, what="CPU (this process)")
+    report(chunks, goal=1.02)
     print(f"machine: {machine()}")
-    tokens = BATCH * BLOCK
-    for name, ts in wall.items():
-        print(f"tokens/s {name:>10}: {tokens / statistics.median(ts):,.0f}")
+    for name, times in chunks.items():
+        print(f"tokens/s {name:>10}: {BATCH * BLOCK / statistics.median(wall for wall, _ in times):,.0f}")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ PRIVATE_NAMES = [
     ("lightning.pytorch.plugins.precision", "Precision._after_closure", "strategies/deepspeed_engines.py"),
     ("jsonargparse", "ArgumentParser._load_config_parser_mode", "config_links.py"),
     ("torch", "_foreach_norm", "callbacks/divergence.py"),
+    ("lightning.pytorch.trainer.call", "_call_callback_hooks", "hook_dispatch.py"),
 ]
 
 
