@@ -22,7 +22,7 @@ from gen_lightning.callbacks import GenCheckpoint, GenLearningRateMonitor, GenTh
 from gen_lightning.callbacks.divergence import DivergenceGuard
 from gen_lightning.callbacks.preemption import PreemptionCheckpoint
 from gen_lightning.callbacks.rng_state import RNGState
-from gen_lightning import cuda_probe, dead_rank, hook_dispatch, noise
+from gen_lightning import cuda_probe, dead_rank, hook_dispatch, noise, result_metric_move
 from gen_lightning.cli_args import prepare_args
 from gen_lightning.cli_errors import condense, find_user_error
 from gen_lightning.config_links import RefusesLinkedModelKeys, link_data_to_model
@@ -110,6 +110,7 @@ def build_cli(
     dead_rank.install()  # a rank that dies is one line on the others, not a traceback (gen_lightning/dead_rank.py)
     hook_dispatch.install()  # callback hooks only to the callbacks that implement them (gen_lightning/hook_dispatch.py)
     cuda_probe.install()  # no NVML probe in every optimizer step on a machine without a GPU (gen_lightning/cuda_probe.py)
+    result_metric_move.install()  # self.log without re-copying what is already in place (result_metric_move.py)
     # Here, where the CLI starts, and not as a side effect of an import: `strategy: ddp` (and ddp_spawn/fork/
     # notebook) become SubmoduleDDPStrategy, which is Lightning's DDP for every module that names no networks and
     # one wrapper per network for the GAN (gen_lightning/strategies/submodule_ddp.py).
