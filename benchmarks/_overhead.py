@@ -76,6 +76,19 @@ class Lockstep(Callback):
         self.since = _now()
 
 
+def lockstep_batches(warmup: int, chunk: int, chunks: int) -> int:
+    """Training batches of one Lightning run: the warm-up, the timed chunks, and one more, at whose start the last
+    chunk closes (also the plain loop's length: it runs `warmup` untimed steps and the same chunks)."""
+    return warmup + chunk * chunks + 1
+
+
+def timed_chunks(parser, steps: int, chunk: int) -> int:
+    """`--steps` as a number of chunks; a parser error unless it is a whole number of chunks, at least two."""
+    if steps % chunk or steps < 2 * chunk:
+        parser.error(f"--steps must be a multiple of {chunk} (the logging interval), at least {2 * chunk}")
+    return steps // chunk
+
+
 def run_lockstep(
     args: list[str],
     plain_steps: Iterator[None],
@@ -91,7 +104,7 @@ def run_lockstep(
 
     from gen_lightning.cli import build_cli
 
-    batches = warmup + chunk * chunks + 1  # one more: the last chunk closes at its start
+    batches = lockstep_batches(warmup, chunk, chunks)
     # The benchmark's own options are not the CLI's: hide them from LightningCLI's sys.argv check.
     with tempfile.TemporaryDirectory(prefix="gl-bench-") as root, mock.patch.object(sys, "argv", sys.argv[:1]):
         cli = build_cli(

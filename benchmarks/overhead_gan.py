@@ -28,7 +28,7 @@ from typing import Iterator
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _overhead import machine, repeat_lockstep, report, run_lockstep  # noqa: E402
+from _overhead import machine, repeat_lockstep, report, run_lockstep, timed_chunks  # noqa: E402
 
 from gen_lightning.data import ImageDataModule  # noqa: E402
 from gen_lightning.models.gan_losses import discriminator_loss, generator_loss  # noqa: E402
@@ -104,12 +104,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both sides")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.steps % LOG_EVERY or args.steps < 2 * LOG_EVERY:
-        parser.error(f"--steps must be a multiple of {LOG_EVERY} (the logging interval), at least {2 * LOG_EVERY}")
-    chunks = repeat_lockstep(
-        lambda: lightning_with_plain(args.warmup, args.steps // LOG_EVERY), args.repeats, args.warmup_repeats, LOG_EVERY
+    chunks = timed_chunks(parser, args.steps, LOG_EVERY)
+    timed = repeat_lockstep(
+        lambda: lightning_with_plain(args.warmup, chunks), args.repeats, args.warmup_repeats, LOG_EVERY
     )
-    report(chunks, goal=1.05)
+    report(timed, goal=1.05)
     print(f"machine: {machine()}")
 
 

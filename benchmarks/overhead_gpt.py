@@ -12,7 +12,7 @@ from the same seed:
              with every default callback, the progress bar and the W&B logger (offline).
 The two sides run in lockstep, 10 steps each in turn, inside each Lightning run (_overhead.py says why).
 Printed: median ms/step of each side, the paired chunk ratios and the RATIO, their median (goal <= 1.02x), tokens/s.
-About 3.5 minutes on 2 cores with the defaults (1 + 5 Lightning runs of 91 steps, each with 90 plain steps inside:
+About 4.5 minutes on 2 cores with the defaults (1 + 5 Lightning runs of 91 steps, each with 90 plain steps inside:
 40 timed chunk pairs).
 """
 
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _overhead import machine, repeat_lockstep, report, run_lockstep  # noqa: E402
+from _overhead import lockstep_batches, machine, repeat_lockstep, report, run_lockstep, timed_chunks  # noqa: E402
 
 from gen_lightning.data import TextDataModule  # noqa: E402
 from gen_lightning.models.gpt import warmup_cosine  # noqa: E402
@@ -84,7 +84,7 @@ def plain_steps(cache_dir: str, total: int) -> Iterator[None]:
 
 
 def lightning_with_plain(cache_dir: str, warmup: int, chunks: int) -> tuple[list, list]:
-    total = warmup + LOG_EVERY * chunks + 1
+    total = lockstep_batches(warmup, LOG_EVERY, chunks)
     return run_lockstep(
         [
             "--config",
@@ -119,18 +119,17 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "gen-lightning-bench-text"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.steps % LOG_EVERY or args.steps < 2 * LOG_EVERY:
-        parser.error(f"--steps must be a multiple of {LOG_EVERY} (the logging interval), at least {2 * LOG_EVERY}")
+    chunks = timed_chunks(parser, args.steps, LOG_EVERY)
     datamodule(args.cache_dir).prepare_data()  # tokenize once, outside the timings
-    chunks = repeat_lockstep(
-        lambda: lightning_with_plain(args.cache_dir, args.warmup, args.steps // LOG_EVERY),
+    timed = repeat_lockstep(
+        lambda: lightning_with_plain(args.cache_dir, args.warmup, chunks),
         args.repeats,
         args.warmup_repeats,
         LOG_EVERY,
     )
-    report(chunks, goal=1.02)
+    report(timed, goal=1.02)
     print(f"machine: {machine()}")
-    for name, times in chunks.items():
+    for name, times in timed.items():
         print(f"tokens/s {name:>10}: {BATCH * BLOCK / statistics.median(wall for wall, _ in times):,.0f}")
 
 

@@ -3,8 +3,9 @@
 Every `self.log(name, value)` ends in `_ResultCollection.log`, which calls `self[key].to(value.device)` on the
 `_ResultMetric` that accumulates the value. Lightning's `_ResultMetric.to` runs `move_data_to_device` over a copy of
 the metric's whole `__dict__`: every torchmetrics attribute, and its `_Metadata` dataclass, which `apply_to_collection`
-deep-copies. Measured: ~0.65 ms of the ~0.9 ms one logged value costs (GANModule's 4 values: 2.7 ms per logging step,
-benchmarks/README.md §5), on every call, although after the first call everything is already on that device.
+deep-copies, on every call, although after the first call everything is already on that device. Measured on
+GANModule's 4 values per logging step (tiny nets, benchmarks/README.md §5): its `log_dict` took ~2.7 ms before and
+~1.7 ms after, ~0.25 ms less per logged value.
 
 `install()` (called where the CLI starts) puts a check in front of it: a tensor `_ResultMetric` whose tensors (its
 states, their defaults, the forward cache and the computed value) are all on the requested device is returned as it is,
