@@ -142,3 +142,157 @@ def test_lightnings_loop_is_the_one_mirrored():
     ):
         assert fragment in source, f"Lightning's _call_callback_hooks changed ({fragment!r} is gone)"
     assert source.count("\n") < 40, "Lightning's _call_callback_hooks grew: re-check gen_lightning/hook_dispatch.py"
+
+
+class AddsOne(Callback):
+    """Appends a Recorder to trainer.callbacks at the end of the first epoch."""
+
+    def __init__(self, calls: list) -> None:
+        self.calls = calls
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 0:
+            trainer.callbacks.append(Recorder("late", self.calls))
+
+
+def _growing_run(tmp_path, calls: list) -> None:
+    torch.manual_seed(0)
+    trainer = tiny_trainer(tmp_path, max_steps=4, callbacks=[AddsOne(calls), SomeHooks(calls)])
+    trainer.limit_train_batches = 2  # two epochs of two batches
+    trainer.fit(BoringModel())
+    late = trainer.callbacks[-1]
+    trainer.validate(trainer.lightning_module, verbose=False)
+    # A class changed between two runs of the same Trainer: the next run sees it (the lookup is redone at setup).
+    with mock.patch.object(
+        SomeHooks, "on_validation_batch_end", lambda self, *a, **k: self.calls.append("patched"), create=True
+    ):
+        trainer.validate(trainer.lightning_module, verbose=False)
+    assert late in trainer.callbacks
+
+
+def test_a_callback_added_during_a_run_gets_the_hooks_that_follow(tmp_path):
+    lightning_calls, our_calls = [], []
+    hook_dispatch.uninstall()
+    try:
+        _growing_run(tmp_path / "lightning", lightning_calls)
+    finally:
+        hook_dispatch.install()
+    _growing_run(tmp_path / "ours", our_calls)
+    assert our_calls == lightning_calls
+    late_batches = [c for c in our_calls if c[0] == "late" and c[1] == "on_train_batch_end"]
+    assert len(late_batches) == 2  # the second epoch's two batches
+    assert our_calls.count("patched") == 1
+
+
+# -- module hooks (module_hook) ---------------------------------------------------------------------------------------
+
+
+class RecordingModel(BoringModel):
+    """Overrides two empty hooks and one with a body; another empty hook is set on the instance."""
+
+    def __init__(self, calls: list) -> None:
+        super().__init__()
+        self.calls = calls
+        self.on_after_backward = lambda: calls.append(("instance", "on_after_backward", self._current_fx_name))
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self.calls.append(("module", "on_train_batch_end", self._current_fx_name, batch_idx))
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        self.calls.append(("module", "on_before_optimizer_step", self._current_fx_name, type(optimizer).__name__))
+
+    def on_before_batch_transfer(self, batch, dataloader_idx):
+        self.calls.append(("module", "on_before_batch_transfer", self._current_fx_name))
+        return batch * 2  # what it returns is the batch the step sees
+
+
+def _module_run(tmp_path, calls: list, hooks_called: list) -> None:
+    real = hook_dispatch._lightning_module_hook
+
+    def counting(trainer, hook_name, *args, **kwargs):
+        hooks_called.append(hook_name)
+        return real(trainer, hook_name, *args, **kwargs)
+
+    torch.manual_seed(0)
+    model = RecordingModel(calls)
+    trainer = tiny_trainer(tmp_path, max_steps=3)
+    with mock.patch.object(hook_dispatch, "_lightning_module_hook", counting):
+        if call._call_lightning_module_hook is not hook_dispatch.module_hook:  # Lightning's own: count it too
+            with mock.patch.object(call, "_call_lightning_module_hook", counting):
+                trainer.fit(model)
+        else:
+            trainer.fit(model)
+    calls.append(("weights", [round(float(p.sum()), 6) for p in model.parameters()]))
+
+
+def test_module_hooks_make_the_same_calls_and_empty_ones_are_skipped(tmp_path):
+    lightning_calls, our_calls, lightning_hooks, our_hooks = [], [], [], []
+    hook_dispatch.uninstall()
+    try:
+        _module_run(tmp_path / "lightning", lightning_calls, lightning_hooks)
+    finally:
+        hook_dispatch.install()
+    _module_run(tmp_path / "ours", our_calls, our_hooks)
+    assert our_calls == lightning_calls  # same calls, order, _current_fx_name, and the same trained weights
+    assert ("module", "on_before_optimizer_step", "on_before_optimizer_step", "SGD") in our_calls
+    assert ("instance", "on_after_backward", "on_after_backward") in our_calls
+    # LightningModule's empty hooks reach Lightning's caller under its loop, not under module_hook.
+    for empty in ("on_before_backward", "on_train_batch_start", "on_before_zero_grad", "on_train_epoch_start"):
+        assert empty in lightning_hooks and empty not in our_hooks, empty
+    # Overridden, instance-set and non-empty hooks still go through Lightning's caller.
+    for kept in ("on_train_batch_end", "on_before_optimizer_step", "on_after_backward", "on_before_batch_transfer"):
+        assert our_hooks.count(kept) == lightning_hooks.count(kept) > 0, kept
+    assert "transfer_batch_to_device" in our_hooks and "configure_optimizers" in our_hooks
+
+
+def test_is_empty_reads_the_body():
+    from lightning.pytorch import LightningModule
+
+    assert hook_dispatch.is_empty(LightningModule.on_before_backward)
+    assert hook_dispatch.is_empty(LightningModule.on_train_batch_end)
+    assert not hook_dispatch.is_empty(LightningModule.on_before_batch_transfer)  # returns the batch
+    assert not hook_dispatch.is_empty(LightningModule.transfer_batch_to_device)
+    assert not hook_dispatch.is_empty(RecordingModel.on_train_batch_end)
+
+    def returns_zero(self):
+        """A docstring."""
+        return 0
+
+    def docstring_only(self):
+        """Nothing else."""
+
+    assert not hook_dispatch.is_empty(returns_zero) and hook_dispatch.is_empty(docstring_only)
+    assert not hook_dispatch.is_empty(len)  # a builtin has no bytecode to read: called
+
+
+def test_with_a_profiler_every_module_hook_is_profiled(tmp_path):
+    from lightning.pytorch.profilers import SimpleProfiler
+
+    trainer = tiny_trainer(tmp_path, max_steps=2)
+    trainer.profiler = SimpleProfiler()
+    trainer.fit(BoringModel())
+    assert "[LightningModule]BoringModel.on_before_backward" in set(trainer.profiler.recorded_durations)
+
+
+def test_the_cli_installs_the_module_hook(fit_parser):
+    assert fit_parser is not None
+    assert call._call_lightning_module_hook is hook_dispatch.module_hook
+
+
+def test_lightnings_module_hook_caller_does_nothing_else():
+    """module_hook skips Lightning's `_call_lightning_module_hook` for an empty hook: right only while that function
+    does nothing but set `_current_fx_name`, call the hook inside the profiler and put the name back. A Lightning that
+    adds more fails here, so that gen_lightning/hook_dispatch.py is re-checked against it."""
+    source = inspect.getsource(hook_dispatch._lightning_module_hook)
+    for fragment in (
+        "fn = getattr(pl_module, hook_name)",
+        "prev_fx_name = pl_module._current_fx_name",
+        "pl_module._current_fx_name = hook_name",
+        "output = fn(*args, **kwargs)",
+        "pl_module._current_fx_name = prev_fx_name",
+        "return output",
+    ):
+        assert fragment in source, f"Lightning's _call_lightning_module_hook changed ({fragment!r} is gone)"
+    assert source.count("\n") < 32, (
+        "Lightning's _call_lightning_module_hook grew: re-check gen_lightning/hook_dispatch.py"
+    )

@@ -43,6 +43,7 @@ PRIVATE_NAMES = [
     ("jsonargparse", "ArgumentParser._load_config_parser_mode", "config_links.py"),
     ("torch", "_foreach_norm", "callbacks/divergence.py"),
     ("lightning.pytorch.trainer.call", "_call_callback_hooks", "hook_dispatch.py"),
+    ("lightning.pytorch.trainer.call", "_call_lightning_module_hook", "hook_dispatch.py"),
 ]
 
 
