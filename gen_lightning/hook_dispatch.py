@@ -47,9 +47,8 @@ _lightning_module_hook = call._call_lightning_module_hook
 log = logging.getLogger(call.__name__)  # Lightning's logger for this message
 
 
-_CACHE = (
-    "_gen_lightning_hook_implementers"  # on the Trainer: (its callbacks, {hook: (Callback's method, implementers)})
-)
+# Kept on the Trainer: (its callbacks, {hook: (Callback's method, the callbacks implementing it)}).
+_CACHE = "_gen_lightning_hook_implementers"
 
 
 def _implementers(trainer, hook_name: str, base: Any) -> list:
