@@ -72,14 +72,20 @@ def _run(tmp_path, calls: list, profiler=None) -> None:
     trainer.validate(trainer.lightning_module, verbose=False)
 
 
-def test_a_run_makes_the_same_calls_as_lightnings_loop(tmp_path):
-    lightning_calls, our_calls = [], []
+def _lightning_then_ours(run, tmp_path, lists: int = 1) -> tuple[list, list]:
+    """`run(folder, *lists)` once under Lightning's own loops, once under hook_dispatch's: what each run recorded."""
+    lightning, ours = [[] for _ in range(lists)], [[] for _ in range(lists)]
     hook_dispatch.uninstall()
     try:
-        _run(tmp_path / "lightning", lightning_calls)
+        run(tmp_path / "lightning", *lightning)
     finally:
         hook_dispatch.install()
-    _run(tmp_path / "ours", our_calls)
+    run(tmp_path / "ours", *ours)
+    return lightning, ours
+
+
+def test_a_run_makes_the_same_calls_as_lightnings_loop(tmp_path):
+    (lightning_calls,), (our_calls,) = _lightning_then_ours(_run, tmp_path)
     assert our_calls == lightning_calls
     hooks_seen = {c[1] for c in our_calls}
     assert {"setup", "on_train_batch_end", "on_before_optimizer_step", "on_validation_end", "teardown"} <= hooks_seen
@@ -171,13 +177,7 @@ def _growing_run(tmp_path, calls: list) -> None:
 
 
 def test_a_callback_added_during_a_run_gets_the_hooks_that_follow(tmp_path):
-    lightning_calls, our_calls = [], []
-    hook_dispatch.uninstall()
-    try:
-        _growing_run(tmp_path / "lightning", lightning_calls)
-    finally:
-        hook_dispatch.install()
-    _growing_run(tmp_path / "ours", our_calls)
+    (lightning_calls,), (our_calls,) = _lightning_then_ours(_growing_run, tmp_path)
     assert our_calls == lightning_calls
     late_batches = [c for c in our_calls if c[0] == "late" and c[1] == "on_train_batch_end"]
     assert len(late_batches) == 2  # the second epoch's two batches
@@ -226,13 +226,7 @@ def _module_run(tmp_path, calls: list, hooks_called: list) -> None:
 
 
 def test_module_hooks_make_the_same_calls_and_empty_ones_are_skipped(tmp_path):
-    lightning_calls, our_calls, lightning_hooks, our_hooks = [], [], [], []
-    hook_dispatch.uninstall()
-    try:
-        _module_run(tmp_path / "lightning", lightning_calls, lightning_hooks)
-    finally:
-        hook_dispatch.install()
-    _module_run(tmp_path / "ours", our_calls, our_hooks)
+    (lightning_calls, lightning_hooks), (our_calls, our_hooks) = _lightning_then_ours(_module_run, tmp_path, lists=2)
     assert our_calls == lightning_calls  # same calls, order, _current_fx_name, and the same trained weights
     assert ("module", "on_before_optimizer_step", "on_before_optimizer_step", "SGD") in our_calls
     assert ("instance", "on_after_backward", "on_after_backward") in our_calls
