@@ -108,7 +108,7 @@ def build_cli(
 ) -> GenLightningCLI:
     noise.install()  # before parsing: jsonargparse may import DeepSpeed (gen_lightning/noise.py)
     dead_rank.install()  # a rank that dies is one line on the others, not a traceback (gen_lightning/dead_rank.py)
-    hook_dispatch.install()  # callback hooks only to the callbacks that implement them (gen_lightning/hook_dispatch.py)
+    hook_dispatch.install()  # hooks only to the callbacks and modules that implement them (hook_dispatch.py)
     cuda_probe.install()  # no NVML probe in every optimizer step on a machine without a GPU (gen_lightning/cuda_probe.py)
     result_metric_move.install()  # self.log without re-copying what is already in place (result_metric_move.py)
     # Here, where the CLI starts, and not as a side effect of an import: `strategy: ddp` (and ddp_spawn/fork/

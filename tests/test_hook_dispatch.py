@@ -130,6 +130,7 @@ def test_with_a_profiler_every_callback_is_still_profiled(tmp_path):
 def test_the_cli_installs_it(fit_parser):
     assert fit_parser is not None
     assert call._call_callback_hooks is hook_dispatch.dispatch
+    assert call._call_lightning_module_hook is hook_dispatch.module_hook
 
 
 def test_lightnings_loop_is_the_one_mirrored():
@@ -266,11 +267,6 @@ def test_with_a_profiler_every_module_hook_is_profiled(tmp_path):
     trainer.profiler = SimpleProfiler()
     trainer.fit(BoringModel())
     assert "[LightningModule]BoringModel.on_before_backward" in set(trainer.profiler.recorded_durations)
-
-
-def test_the_cli_installs_the_module_hook(fit_parser):
-    assert fit_parser is not None
-    assert call._call_lightning_module_hook is hook_dispatch.module_hook
 
 
 def test_lightnings_module_hook_caller_does_nothing_else():
