@@ -117,6 +117,41 @@ def test_callbacks_that_do_not_implement_a_hook_are_not_called(tmp_path):
     assert base_calls == []
 
 
+class WatchesItsAttributes(BoringModel):
+    """A module whose class has its own __setattr__: it records every `_current_fx_name` assigned to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.assigned = []
+
+    def __setattr__(self, name, value) -> None:
+        if name == "_current_fx_name" and "assigned" in self.__dict__:
+            self.assigned.append(value)
+        super().__setattr__(name, value)
+
+
+def test_the_hook_name_is_set_through_a_modules_own_setattr(tmp_path):
+    """dispatch writes `_current_fx_name` into the module's __dict__ only when its class keeps nn.Module's
+    __setattr__; a class with its own sees each assignment, as under Lightning's loop."""
+    runs = {}
+    for name, install in (("lightning", hook_dispatch.uninstall), ("ours", hook_dispatch.install)):
+        install()
+        try:
+            model = WatchesItsAttributes()
+            calls = []
+            tiny_trainer(tmp_path / name, max_steps=2, callbacks=[SomeHooks(calls)]).fit(model)
+            runs[name] = model.assigned
+        finally:
+            hook_dispatch.install()
+    # 2 batches: the callback's dispatch each time (Lightning's loop also sets it for the module's empty hook).
+    assert runs["ours"].count("on_train_batch_end") == 2
+    assert runs["lightning"].count("on_train_batch_end") == 4
+    # Plain modules: the same value lands in the instance's __dict__, where attribute reads find it.
+    plain = BoringModel()
+    hook_dispatch._set_fx_name(plain, "on_train_batch_end")
+    assert plain.__dict__["_current_fx_name"] == plain._current_fx_name == "on_train_batch_end"
+
+
 def test_with_a_profiler_every_callback_is_still_profiled(tmp_path):
     from lightning.pytorch.profilers import SimpleProfiler
 
