@@ -146,3 +146,25 @@ def test_a_nan_gradient_with_a_finite_loss_is_caught_by_the_weights(in_tmp, monk
     )
     last = torch.load(in_tmp / "runs/checkpoints/last.ckpt", weights_only=True)
     assert last["global_step"] == 3 and _all_finite(last)  # written before the bad update
+
+
+def test_the_guard_looks_before_each_update_only_when_it_drops_bad_steps():
+    """With skip_bad_steps 0 nothing happens before an update (the losses are kept at each backward and the weights
+    checked on logging steps), so the guard does not implement on_before_optimizer_step and the hook dispatch has
+    nothing to call for it; with skip_bad_steps > 0 it does (the steps dropped: the test above)."""
+    from lightning.pytorch.callbacks import Callback
+
+    from gen_lightning.callbacks.divergence import DivergenceGuard
+    from gen_lightning.hook_dispatch import _implementers
+
+    class FakeTrainer:
+        def __init__(self, callbacks):
+            self.callbacks = callbacks
+
+    stops, skips = DivergenceGuard(), DivergenceGuard(skip_bad_steps=2)
+    base = Callback.on_before_optimizer_step
+    assert _implementers(FakeTrainer([stops, skips]), "on_before_optimizer_step", base) == [skips]
+    assert _implementers(FakeTrainer([stops, skips]), "on_before_backward", Callback.on_before_backward) == [
+        stops,
+        skips,
+    ]

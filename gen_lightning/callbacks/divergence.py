@@ -101,6 +101,10 @@ class DivergenceGuard(Callback):
         # the device (0-d tensors, or one 1-D tensor of those folded together).
         self._steps: list[int] = []
         self._losses: list[torch.Tensor] = []
+        if skip_bad_steps:
+            # Only a guard that drops bad steps looks before each update; without it the hook is not defined at all,
+            # so the hook dispatch (gen_lightning/hook_dispatch.py) has no callback to call twice per GAN batch.
+            self.on_before_optimizer_step = self._drop_bad_step
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
         self._loss = loss.detach()
@@ -113,9 +117,10 @@ class DivergenceGuard(Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._steps, self._losses = [], []
 
-    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
-        if not self.skip_bad_steps:
-            return  # the loss is kept (on_before_backward); the weights it led to are looked at by check()
+    def _drop_bad_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
+        """on_before_optimizer_step with skip_bad_steps > 0: a step whose loss or gradients are not finite loses its
+        gradients, so the optimizer leaves the weights as they were. (With skip_bad_steps 0 the loss is kept by
+        on_before_backward and the weights it led to are looked at by check().)"""
         if implements(trainer.strategy, SkipsNonFiniteSteps):
             return  # the engine skips it and on_train_batch_end counts it, with the steps skipped for gradients alone
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
