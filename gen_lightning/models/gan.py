@@ -169,47 +169,66 @@ class GANModule(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> None:
         real, labels = batch[0], (batch[1] if self.conditional else None)
         opt_g, opt_d = self.optimizers()
+        # Only on the steps Lightning writes to the loggers (callbacks/logging_step.py): it drops the others' on_step
+        # values anyway, reads progress-bar values on the host, and each `self.log` costs ~0.5 ms of bookkeeping,
+        # several per batch for a GAN (benchmarks/README.md §1). `train/*` in callback_metrics: the latest logged.
+        logs = logs_this_step(self._trainer)
         for _ in range(self.hparams.n_critic):
-            d_logs = self.discriminator_step(opt_d, real, labels)
+            d_logs = self.discriminator_step(opt_d, real, labels, logs)
         g_loss = self.generator_step(opt_g, real.shape[0], labels)
         if self.generator_ema is not None:
             with full_parameters(self.generator):  # ZeRO-3 keeps only a shard of each weight per rank
                 self.generator_ema.update_parameters(self.generator)
-        # Only on the steps Lightning writes to the loggers (callbacks/logging_step.py): it drops the others' on_step
-        # values anyway, reads progress-bar values on the host, and each `self.log` costs ~0.5 ms of bookkeeping,
-        # several per batch for a GAN (benchmarks/README.md §1). `train/*` in callback_metrics: the latest logged.
-        if logs_this_step(self._trainer):
+        if logs:
             self.log_dict({**d_logs, "train/g_loss": g_loss}, on_step=True, on_epoch=False)
 
-    def discriminator_step(self, opt, real: torch.Tensor, labels: Optional[torch.Tensor]) -> dict:
+    def discriminator_step(
+        self, opt, real: torch.Tensor, labels: Optional[torch.Tensor], with_logs: bool = True
+    ) -> dict:
+        """One D update; what to log of it (empty without `with_logs`: the values are reduced only when logged)."""
         # G is frozen although its forward runs under no_grad: per-network strategies (DeepSpeed engines) tell which
         # network a backward trains by what requires grad.
         with self.training_only("discriminator"):
             with torch.no_grad():
                 fake = self.generator(self.noise(real.shape[0]), labels)
-            loss, logs = self.discriminator_objective(network_unit(self, "discriminator"), real, fake, labels)
+            loss, logs = self.discriminator_objective(
+                network_unit(self, "discriminator"), real, fake, labels, with_logs
+            )
             self.optimize(opt, loss)
-        logs["train/d_loss"] = loss.detach()
+        if with_logs:
+            logs["train/d_loss"] = loss.detach()
         return logs
 
     def discriminator_objective(
-        self, discriminator, real: torch.Tensor, fake: torch.Tensor, labels: Optional[torch.Tensor]
+        self,
+        discriminator,
+        real: torch.Tensor,
+        fake: torch.Tensor,
+        labels: Optional[torch.Tensor],
+        with_logs: bool = True,
     ) -> tuple[torch.Tensor, dict]:
-        """D's loss with its penalties on a batch of real and generated images, and what to log of it."""
+        """D's loss with its penalties on a batch of real and generated images, and what to log of it (nothing
+        without `with_logs`: two reductions and a detach per penalty saved on the steps that do not log)."""
         hp = self.hparams
         real = real.detach().requires_grad_(hp.r1_gamma > 0)  # R1 differentiates D(real) w.r.t. real
         real_scores = discriminator(real, labels)
         fake_scores = discriminator(fake, labels)
         loss = discriminator_loss(hp.loss, real_scores, fake_scores)
-        logs = {"train/d_real": real_scores.detach().mean(), "train/d_fake": fake_scores.detach().mean()}
+        logs = (
+            {"train/d_real": real_scores.detach().mean(), "train/d_fake": fake_scores.detach().mean()}
+            if with_logs
+            else {}
+        )
         if hp.loss == "wgan-gp":
             gp = gradient_penalty(discriminator, real, fake, labels)
             loss = loss + hp.gp_weight * gp
-            logs["train/gp"] = gp.detach()
+            if with_logs:
+                logs["train/gp"] = gp.detach()
         if hp.r1_gamma > 0:
             r1 = r1_penalty(real_scores, real)
             loss = loss + 0.5 * hp.r1_gamma * r1
-            logs["train/r1"] = r1.detach()
+            if with_logs:
+                logs["train/r1"] = r1.detach()
         return loss, logs
 
     def generator_step(self, opt, batch_size: int, labels: Optional[torch.Tensor]) -> torch.Tensor:
