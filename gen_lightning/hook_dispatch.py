@@ -98,12 +98,28 @@ def dispatch(trainer, hook_name: str, *args: Any, monitoring_callbacks: Optional
         _set_fx_name(pl_module, prev_fx_name)
 
 
+class PlainHookName:
+    """LightningModule mixin (first base): `_current_fx_name`, the hook Lightning is running, is set straight into the
+    instance's __dict__. Lightning sets it twice around every hook it calls (`call._call_strategy_hook` for
+    training_step and batch_to_device, `_call_lightning_module_hook`, ...: 12 times a GAN batch); through
+    nn.Module.__setattr__ each costs three isinstance checks (two of them Python-level `__instancecheck__`s) and three
+    dict lookups, 1.4 us warm and several times that right after a backward, to store a str where `object` would. Every
+    other attribute takes nn.Module's path."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "_current_fx_name":
+            self.__dict__[name] = value
+        else:
+            super().__setattr__(name, value)
+
+
+_PLAIN_SETATTRS = (_module_setattr, PlainHookName.__setattr__)
+
+
 def _set_fx_name(module, name: Optional[str]) -> None:
     """`module._current_fx_name = name`, straight into the instance's __dict__ when its class keeps nn.Module's
-    __setattr__, which stores a str there too, after three isinstance checks (two of them Python-level
-    `__instancecheck__`s) and three dict lookups: ~2 us each time right after a backward, and a GAN batch sets it 12
-    times. A class with its own __setattr__ gets the assignment as written."""
-    if type(module).__setattr__ is _module_setattr:
+    __setattr__ (see PlainHookName for the cost) or PlainHookName's. A class with its own gets the assignment."""
+    if type(module).__setattr__ in _PLAIN_SETATTRS:
         module.__dict__["_current_fx_name"] = name
     else:
         module._current_fx_name = name

@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 from unittest import mock
 
+import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.demos.boring_classes import BoringModel
@@ -150,6 +151,53 @@ def test_the_hook_name_is_set_through_a_modules_own_setattr(tmp_path):
     plain = BoringModel()
     hook_dispatch._set_fx_name(plain, "on_train_batch_end")
     assert plain.__dict__["_current_fx_name"] == plain._current_fx_name == "on_train_batch_end"
+
+
+class Logs(hook_dispatch.PlainHookName, BoringModel):
+    """A module with PlainHookName whose training_step logs: `self.log` checks `_current_fx_name`."""
+
+    def training_step(self, batch, batch_idx):
+        out = super().training_step(batch, batch_idx)
+        self.log("hook", float(self._current_fx_name == "training_step"))
+        return out
+
+
+def test_plain_hook_name_skips_nn_modules_setattr_for_the_hook_name_only(tmp_path):
+    names = []
+    modules_setattr = torch.nn.Module.__setattr__
+
+    def counted(module, name, value):
+        names.append(name)
+        modules_setattr(module, name, value)
+
+    model = Logs()
+    with mock.patch.object(torch.nn.Module, "__setattr__", counted):
+        trainer = tiny_trainer(tmp_path, max_steps=3, log_every_n_steps=1)
+        trainer.fit(model)
+        model.extra = torch.nn.Linear(2, 2)  # anything else still takes nn.Module's path: a submodule is registered
+    assert "_current_fx_name" not in names and "extra" in names
+    assert "extra" in model._modules
+    assert trainer.callback_metrics["hook"] == 1.0  # the name Lightning set is the one the step reads
+    assert model._current_fx_name is None  # and it was put back after each hook
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "gen_lightning.models.gan:GANModule",
+        "gen_lightning.models.vae:VAEModule",
+        "gen_lightning.models.gpt:GPTModule",
+        "gen_lightning.models.lstm:LSTMModule",
+        "gen_lightning.models.seq2seq:Seq2SeqModule",
+        "gen_lightning.models.classifier:ClassifierModule",
+    ],
+)
+def test_every_module_of_the_package_sets_the_hook_name_plainly(module):
+    import importlib
+
+    path, name = module.split(":")
+    cls = getattr(importlib.import_module(path), name)
+    assert cls.__setattr__ is hook_dispatch.PlainHookName.__setattr__
 
 
 def test_with_a_profiler_every_callback_is_still_profiled(tmp_path):

@@ -84,7 +84,7 @@ def test_private_attributes_of_live_objects_exist():
         "Trainer._accelerator_connector.cluster_environment (callbacks/preemption.py)": lambda: (
             trainer._accelerator_connector.cluster_environment
         ),
-        "Trainer._logger_connector.should_update_logs (callbacks/throughput.py)": lambda: (
+        "Trainer._logger_connector.should_update_logs (callbacks/logging_step.py)": lambda: (
             trainer._logger_connector.should_update_logs
         ),
         "FitLoop._combined_loader (callbacks/checkpoint.py)": lambda: trainer.fit_loop._combined_loader,

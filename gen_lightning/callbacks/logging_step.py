@@ -13,6 +13,10 @@ from __future__ import annotations
 from typing import Optional
 
 import lightning as L
+from lightning.pytorch.trainer.states import RunningStage
+
+# Kept on the logger connector: ((the values Lightning's answer depends on in training), the answer).
+_MEMO = "_gen_lightning_logs_this_step"
 
 
 def logging_step(trainer: L.Trainer, training_ended: bool = False) -> int:
@@ -30,7 +34,20 @@ def logs_this_step(trainer: Optional[L.Trainer]) -> bool:
     and the callbacks read, reduce and synchronise, on these steps only (Lightning drops the on_step values of
     the other batches anyway). tests/test_conformance.py counts the syncs of the other steps: 0."""
     connector = getattr(trainer, "_logger_connector", None)  # None: a module called outside a Trainer
-    return connector is None or bool(connector.should_update_logs)
+    if connector is None:
+        return True
+    if trainer.state.stage is not RunningStage.TRAINING:
+        return bool(connector.should_update_logs)
+    # Lightning's `should_update_logs` is ~25 Python calls (`trainer._active_loop`, an enum compare that lower()s both
+    # sides, ...) and five hooks of every training batch ask it (the module, the progress bar, three callbacks). In
+    # training it reads nothing but these three values, so it is asked again only when one of them changes: a callback
+    # that sets `trainer.should_stop` mid-batch flips it at once, as in Lightning. tests/test_logging_step.py checks the
+    # two agree at every hook of a run.
+    key = (trainer.fit_loop.epoch_loop._batches_that_stepped, trainer.should_stop, trainer.log_every_n_steps)
+    memo = connector.__dict__.get(_MEMO)
+    if memo is None or memo[0] != key:
+        memo = connector.__dict__[_MEMO] = (key, bool(connector.should_update_logs))
+    return memo[1]
 
 
 def log_to_loggers(trainer: L.Trainer, metrics: dict[str, float]) -> None:

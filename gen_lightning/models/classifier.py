@@ -27,6 +27,7 @@ from torch import nn
 from gen_lightning.errors import check_learning_rates
 from gen_lightning.metrics.means import WeightedMeans
 from gen_lightning.models.image_family import check_image_shape
+from gen_lightning.hook_dispatch import PlainHookName
 
 # Epochs of the reference recipe; configs/evaluator/digits_classifier.yaml uses the same number.
 DEFAULT_EPOCHS = 15
@@ -61,7 +62,7 @@ class SmallCNN(nn.Module):
         return self.head(self.body(x))
 
 
-class ClassifierModule(L.LightningModule):
+class ClassifierModule(PlainHookName, L.LightningModule):
     checkpoint_metric = ("val/acc", "max")
 
     def __init__(

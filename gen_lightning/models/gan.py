@@ -47,9 +47,10 @@ from gen_lightning.models.flops import count, meta_like, meta_twin
 from gen_lightning.models.image_family import check_image_shape, check_num_classes, default_labels, per_sample_noise
 from gen_lightning.models.nets.gan_nets import build_gan_nets
 from gen_lightning.strategies.sharding import full_parameters
+from gen_lightning.hook_dispatch import PlainHookName
 
 
-class GANModule(L.LightningModule):
+class GANModule(PlainHookName, L.LightningModule):
     checkpoint_metric = None  # see the module docstring
     progress_bar_values = {"d_loss": "train/d_loss", "g_loss": "train/g_loss"}
     # Trained one at a time: SubmoduleDDPStrategy gives each its own DDP wrapper.

@@ -31,6 +31,7 @@ from gen_lightning.data.tokenizers import Tokenizer, tokenizer_from_json
 from gen_lightning.errors import UserError
 from gen_lightning.metrics import TokenPerplexity
 from gen_lightning.models.flops import count, meta_like, meta_twin
+from gen_lightning.hook_dispatch import PlainHookName
 
 
 def warmup_cosine(step: int, warmup_steps: int, decay_steps: int, min_ratio: float) -> float:
@@ -44,7 +45,7 @@ def warmup_cosine(step: int, warmup_steps: int, decay_steps: int, min_ratio: flo
     return min_ratio + 0.5 * (1.0 + math.cos(math.pi * progress)) * (1.0 - min_ratio)
 
 
-class LanguageModel(L.LightningModule):
+class LanguageModel(PlainHookName, L.LightningModule):
     checkpoint_metric = ("val/loss", "min")
     progress_bar_values = {"loss": "train/loss"}
     net: torch.nn.Module

@@ -38,9 +38,10 @@ from gen_lightning.models.flops import count, meta_like, meta_twin
 from gen_lightning.models.gpt import GPTModule, _n_head_of, warmup_cosine
 from gen_lightning.models.nets.seq2seq import Seq2Seq, Seq2SeqConfig, until_stop
 from gen_lightning.strategies.sharding import parameters_are_sharded
+from gen_lightning.hook_dispatch import PlainHookName
 
 
-class Seq2SeqModule(L.LightningModule):
+class Seq2SeqModule(PlainHookName, L.LightningModule):
     checkpoint_metric = ("val/bleu", "max")
     progress_bar_values = {"loss": "train/loss"}
 

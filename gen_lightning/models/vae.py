@@ -29,9 +29,10 @@ from gen_lightning.models.compiled import compile_nets
 from gen_lightning.models.flops import count, meta_like, meta_twin
 from gen_lightning.models.image_family import check_image_shape, check_num_classes, default_labels, per_sample_noise
 from gen_lightning.models.nets.vae_nets import build_vae_nets
+from gen_lightning.hook_dispatch import PlainHookName
 
 
-class VAEModule(L.LightningModule):
+class VAEModule(PlainHookName, L.LightningModule):
     # Used by the checkpoint callback to keep the best model.
     checkpoint_metric = ("val/elbo", "max")
     progress_bar_values = {"loss": "train/loss"}
