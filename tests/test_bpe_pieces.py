@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer as HFTokenizer, normalizers, pre_tokenizers
 
-from gen_lightning.data.bpe_pieces import PieceEncoder
+from gen_lightning.data.bpe_pieces import PieceEncoder, _is_safe
 from gen_lightning.data.text import stdlib_files
 from gen_lightning.data.tokenizers import BPETokenizer
 
@@ -77,6 +77,15 @@ def test_the_corpus_gets_hf_ids_and_the_cache_carries_over_calls(bpe, corpus):
     assert len(encoder._ids) > cached > 1000  # the second call reused and grew the first's cache
     assert np.concatenate([first, second]).tolist() == expected
     assert first.dtype == np.uint16
+
+
+def test_the_safe_characters_are_printable_ascii_and_the_five_whitespace_controls():
+    """The characters on which `re` and Oniguruma split GPT-2's regex alike (module docstring): any other one, even
+    in the middle of a text, sends the text to the cut-and-HF path."""
+    safe = {chr(c) for c in (9, 10, 11, 12, 13, *range(0x20, 0x7F))}
+    for c in [*map(chr, range(0x3000)), "\U0001f600", "\ufeff"]:
+        assert _is_safe(f"ab{c}cd") == (c in safe), repr(c)
+    assert _is_safe("") and _is_safe("x = 1\n\tif y:\r\n")
 
 
 @pytest.mark.parametrize(

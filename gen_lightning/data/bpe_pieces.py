@@ -31,7 +31,8 @@ import numpy as np
 
 # GPT-2's pre-tokenizer regex (HF tokenizers' ByteLevel) with its classes spelled out for ASCII.
 _PRE_TOKEN = re.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^\sA-Za-z0-9]+|\s+(?!\S)|\s+""", re.ASCII)
-_NOT_SAFE = re.compile(r"[^\t\n\x0b\x0c\r\x20-\x7e]")  # where the two engines may split differently
+# Where the two engines split alike: tab, LF, VT, FF, CR and printable ASCII (module docstring).
+_SAFE_BYTES = bytes([9, 10, 11, 12, 13, *range(0x20, 0x7F)])
 # Pre-token boundaries for any engine, on either side of a line feed: (1) after a printable non-space ASCII character,
 # which ends its pre-token (no alternative takes non-space and whitespace together); (2) before a line feed followed
 # by such a character: that LF is a pre-token of its own (`\s+(?!\S)` stops before it, no ` ?` alternative takes it),
@@ -88,11 +89,11 @@ class PieceEncoder:
         for text in texts:
             if any(token in text for token in self._added):
                 pieces.append(("hf", text))  # HF matches added tokens before it splits
-            elif _NOT_SAFE.search(text) is None:
+            elif _is_safe(text):
                 pieces.extend(_PRE_TOKEN.findall(text))
             else:
                 for part in _CUT.split(text):
-                    if _NOT_SAFE.search(part) is None:
+                    if _is_safe(part):
                         pieces.extend(_PRE_TOKEN.findall(part))
                     else:
                         pieces.append(("hf", part))
@@ -103,22 +104,28 @@ class PieceEncoder:
     def _gather(self, pieces: list, dtype: str) -> np.ndarray:
         if len(self._ids) > _CACHE_LIMIT:
             self._ids.clear()
-        distinct = dict.fromkeys(pieces)
-        new = [p for p in distinct if p not in self._ids]
+        # The pieces not seen before, found in C (a set, then a difference with the cache's keys): the order in which
+        # they are encoded does not change any piece's ids.
+        new = set(pieces).difference(self._ids)
         words = [p for p in new if isinstance(p, str)]
         if words:
             # One call for all of them, each pre-token a "word" of a pre-tokenized input: HF encodes each word on its
             # own and says which word each id came from (43 K Encoding objects, one per word, took ~2x longer).
+            # Where the word changes is found by numpy: a Python loop over the ids took 10% of a worker's time.
             encoded = self._hf.encode(words, is_pretokenized=True, add_special_tokens=False)
-            ids, owner = encoded.ids, encoded.word_ids
-            start = 0
-            for end in range(1, len(ids) + 1):
-                if end == len(ids) or owner[end] != owner[start]:
-                    self._ids[words[owner[start]]] = tuple(ids[start:end])
-                    start = end
+            ids, owner = encoded.ids, np.asarray(encoded.word_ids)
+            starts = [0, *(np.flatnonzero(owner[1:] != owner[:-1]) + 1).tolist()]
+            for word, start, end in zip(owner[starts].tolist(), starts, [*starts[1:], len(ids)]):
+                self._ids[words[word]] = tuple(ids[start:end])
         for p in new:
             if isinstance(p, tuple):
                 kind, value = p
                 self._ids[p] = (value,) if kind == "id" else tuple(self._hf.encode(value).ids)
         ids = self._ids
         return np.fromiter(itertools.chain.from_iterable(map(ids.__getitem__, pieces)), dtype=dtype)
+
+
+def _is_safe(text: str) -> bool:
+    """Whether `text` has only characters on which `re` and Oniguruma split alike (`_SAFE_BYTES`). Checked on its
+    ASCII bytes in C (`bytes.translate` deleting the safe ones): 10x faster than a regex search for the others."""
+    return text.isascii() and not text.encode("ascii").translate(None, _SAFE_BYTES)
