@@ -79,6 +79,17 @@ def test_the_corpus_gets_hf_ids_and_the_cache_carries_over_calls(bpe, corpus):
     assert first.dtype == np.uint16
 
 
+def test_one_encoder_serves_streams_of_several_dtypes(bpe, corpus):
+    """Its cache holds each piece's ids as bytes of one dtype: a call with another dtype must not read them."""
+    texts = corpus[:3]
+    expected = _hf_stream(bpe, texts)
+    encoder = PieceEncoder(bpe._tok)
+    for dtype in ("uint16", "int64", "uint16", "uint32"):
+        out = encoder.encode_stream(texts, bpe.eot_id, dtype)
+        assert out.dtype == np.dtype(dtype) and out.tolist() == expected
+        assert out.flags.writeable  # an array of its own, not a view of an immutable buffer
+
+
 def test_the_safe_characters_are_printable_ascii_and_the_five_whitespace_controls():
     """The characters on which `re` and Oniguruma split GPT-2's regex alike (module docstring): any other one, even
     in the middle of a text, sends the text to the cut-and-HF path."""
