@@ -21,7 +21,7 @@ per hook, not once per callback as Lightning's loop does (3 property calls each)
 
 `module_hook` does the same for the LightningModule's hooks (`call._call_lightning_module_hook`): a hook whose method
 is an empty body (LightningModule's own `on_before_backward`, `on_train_batch_end`, ... that a module does not
-override) is not called, which saves the profiler context, the formatted name and two `nn.Module.__setattr__` of
+override) is not called, which saves the profiler context, the formatted name and the two assignments of
 `_current_fx_name` per call: 8 calls per GAN batch (on_train_batch_start/end, and per optimizer step
 on_before/after_backward and on_before_optimizer_step). Hooks with a body (`on_before_batch_transfer` returns the
 batch, ...), hooks a module overrides or sets on itself, and every hook when a profiler is configured are Lightning's.

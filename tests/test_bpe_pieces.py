@@ -90,6 +90,41 @@ def test_one_encoder_serves_streams_of_several_dtypes(bpe, corpus):
         assert out.flags.writeable  # an array of its own, not a view of an immutable buffer
 
 
+def test_a_vocabulary_without_some_bytes_drops_them_as_hf_does():
+    """A BPE trained without ByteLevel's full alphabet (no `unk_token`) has no id for bytes it never saw, and HF drops
+    them; a pre-token made only of such bytes has no ids at all, alone in a call or among others."""
+    from tokenizers import models, trainers
+
+    tok = HFTokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.train_from_iterator(["hello world, hello low"] * 20, trainers.BpeTrainer(vocab_size=60))
+    assert PieceEncoder.applies_to(tok)
+    encoder = PieceEncoder(tok)
+    for texts in (["qqq"], ["hello qqq world\x0b\tzz", "low qq"], ["hello"]):
+        assert encoder.encode_stream(texts, None, "int64").tolist() == [i for t in texts for i in tok.encode(t).ids]
+    assert encoder.encode_stream(["qqq"], None, "int64").tolist() == []
+
+
+def test_added_tokens_beyond_the_end_of_text_one_are_hfs(bpe):
+    tok = HFTokenizer.from_str(bpe._tok.to_str())
+    tok.add_special_tokens(["<pad>"])
+    tok.add_tokens(["<unused>"])
+    texts = ["x = 1 <pad> y", "plain text, no token", "a<unused>b\n<pad><pad>", "<pad>"]
+    other = BPETokenizer(tok)
+    assert other._pieces is not None
+    assert other.encode_stream(texts, "int64").tolist() == _hf_stream(other, texts)
+
+
+def test_the_cache_starts_over_at_its_limit(bpe, corpus, monkeypatch):
+    from gen_lightning.data import bpe_pieces
+
+    monkeypatch.setattr(bpe_pieces, "_CACHE_LIMIT", 50)
+    encoder = PieceEncoder(bpe._tok)
+    for texts in (corpus[:10], corpus[10:20], corpus[:10]):
+        assert encoder.encode_stream(texts, bpe.eot_id, "uint16").tolist() == _hf_stream(bpe, texts)
+        assert len(encoder._ids) > 50  # each call fills it past the limit, the next one clears it first
+
+
 def test_the_safe_characters_are_printable_ascii_and_the_five_whitespace_controls():
     """The characters on which `re` and Oniguruma split GPT-2's regex alike (module docstring): any other one, even
     in the middle of a text, sends the text to the cut-and-HF path."""

@@ -66,6 +66,33 @@ def test_it_is_lightnings_answer_at_every_hook(tmp_path):
     assert any(hook == "on_validation_batch_end" for hook, *_ in asks.answers)  # Lightning's own path, and agreed
 
 
+class ChangesThePeriod(AsksAtEveryHook):
+    """Asks at every hook, and sets `trainer.log_every_n_steps` at the start of some batches: {batch: period}."""
+
+    def __init__(self, periods: dict[int, int]) -> None:
+        super().__init__(stop_in=-1)
+        self.periods = periods
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        super().on_train_batch_start(trainer, pl_module, batch, batch_idx)  # asked before the change, then after
+        if batch_idx in self.periods:
+            trainer.log_every_n_steps = self.periods[batch_idx]
+            self._ask(trainer, "on_train_batch_start", batch_idx)
+
+
+def test_a_new_logging_period_is_seen_at_once(tmp_path):
+    asks = ChangesThePeriod({4: 2, 9: 0})  # 0: Lightning never logs on_step values then
+    tiny_trainer(tmp_path, max_steps=12, callbacks=[asks], log_every_n_steps=5).fit(BoringModel())
+    assert [answer for answer in asks.answers if answer[2] != answer[3]] == []
+    logged = sorted({batch for hook, batch, ours, _ in asks.answers if hook == "on_train_batch_end" and ours})
+    assert logged == [5, 7]  # steps 6 and 8 with period 2; none from batch 9 on
+    # Batch 4 is step 5: a logging step with period 5, asked before the change, and not one with period 2, after it.
+    assert [ours for hook, batch, ours, _ in asks.answers if (hook, batch) == ("on_train_batch_start", 4)] == [
+        True,
+        False,
+    ]
+
+
 class AsksFiveTimes(Callback):
     def _ask(self, trainer, *args, **kwargs):
         logs_this_step(trainer)

@@ -39,7 +39,10 @@ _SAFE_BYTES = bytes([9, 10, 11, 12, 13, *range(0x20, 0x7F)])
 # came before (the regex looks ahead, never behind).
 _CUT = re.compile(r"(?<=[!-~])(?=\n)|(?=\n[!-~])")
 
-_CACHE_LIMIT = 2_000_000  # distinct pre-tokens kept between calls (a few hundred MB at most); then it starts over
+# Distinct pieces kept between calls; then the cache starts over. Most are pre-tokens (a few bytes each), but the parts
+# that go to HF whole (texts holding an added token, lines with other characters) are keys too: ~0.1 MB in the default
+# corpus, at most the size of the text encoded since the last start.
+_CACHE_LIMIT = 2_000_000
 
 
 def _spec(hf_tokenizer) -> dict:
@@ -56,6 +59,7 @@ class PieceEncoder:
         self._ids: dict = {}  # pre-token (or ("hf", text) / ("id", id) marker) -> its ids, as bytes of `_dtype`
         self._dtype: Optional[np.dtype] = None
         self._bare = None  # the same tokenizer without its pre-tokenizer, built on first use (`_encode_words`)
+        self._symbols: dict[int, str] = {}  # ASCII code -> ByteLevel's BPE symbol for it, with `_bare`
 
     @classmethod
     def for_tokenizer(cls, hf_tokenizer) -> Optional["PieceEncoder"]:
@@ -117,9 +121,13 @@ class PieceEncoder:
             # Where the word changes is found by numpy: a Python loop over the ids took 10% of a worker's time.
             encoded = self._encode_words(words)
             owner, flat, size = np.asarray(encoded.word_ids), _as_bytes(encoded.ids, dtype), dtype.itemsize
-            starts = [0, *(np.flatnonzero(owner[1:] != owner[:-1]) + 1).tolist()]
-            for word, start, end in zip(owner[starts].tolist(), starts, [*starts[1:], len(owner)]):
-                self._ids[words[word]] = flat[start * size : end * size]
+            # A word can have no ids at all: a BPE without `unk_token` drops the bytes its vocabulary lacks, as HF's
+            # own encode of the whole text does.
+            self._ids.update(dict.fromkeys(words, b""))
+            if owner.size:
+                starts = [0, *(np.flatnonzero(owner[1:] != owner[:-1]) + 1).tolist()]
+                for word, start, end in zip(owner[starts].tolist(), starts, [*starts[1:], len(owner)]):
+                    self._ids[words[word]] = flat[start * size : end * size]
         for p in new:
             if isinstance(p, tuple):
                 kind, value = p
@@ -140,7 +148,7 @@ class PieceEncoder:
             bare = {**_spec(self._hf), "pre_tokenizer": None, "added_tokens": []}
             self._bare = Tokenizer.from_str(json.dumps(bare))
             byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-            self._symbols = {b: byte_level.pre_tokenize_str(chr(b))[0][0] for b in _SAFE_BYTES}
+            self._symbols = {b: byte_level.pre_tokenize_str(chr(b))[0][0] for b in range(128)}
         return self._bare.encode(
             [word.translate(self._symbols) for word in words], is_pretokenized=True, add_special_tokens=False
         )
