@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from gen_lightning.errors import check_learning_rates
+from gen_lightning.hook_dispatch import PlainHookName
 from gen_lightning.metrics.means import WeightedMeans
 from gen_lightning.models.image_family import check_image_shape
-from gen_lightning.hook_dispatch import PlainHookName
 
 # Epochs of the reference recipe; configs/evaluator/digits_classifier.yaml uses the same number.
 DEFAULT_EPOCHS = 15

@@ -33,6 +33,7 @@ import torch
 from gen_lightning.callbacks.logging_step import logs_this_step
 from gen_lightning.capabilities import WrapsNetworks, network_unit
 from gen_lightning.errors import UserError, check_learning_rates
+from gen_lightning.hook_dispatch import PlainHookName
 from gen_lightning.models.ema import ema_copy
 from gen_lightning.models.gan_losses import (
     GANLoss,
@@ -47,7 +48,6 @@ from gen_lightning.models.flops import count, meta_like, meta_twin
 from gen_lightning.models.image_family import check_image_shape, check_num_classes, default_labels, per_sample_noise
 from gen_lightning.models.nets.gan_nets import build_gan_nets
 from gen_lightning.strategies.sharding import full_parameters
-from gen_lightning.hook_dispatch import PlainHookName
 
 
 class GANModule(PlainHookName, L.LightningModule):

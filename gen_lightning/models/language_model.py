@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from gen_lightning.capabilities import CutsBlocks, HasTokenizer, HasVocabulary
 from gen_lightning.data.tokenizers import Tokenizer, tokenizer_from_json
 from gen_lightning.errors import UserError
+from gen_lightning.hook_dispatch import PlainHookName
 from gen_lightning.metrics import TokenPerplexity
 from gen_lightning.models.flops import count, meta_like, meta_twin
-from gen_lightning.hook_dispatch import PlainHookName
 
 
 def warmup_cosine(step: int, warmup_steps: int, decay_steps: int, min_ratio: float) -> float:

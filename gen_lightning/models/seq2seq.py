@@ -30,6 +30,7 @@ from torchmetrics.text import CHRFScore, SacreBLEUScore
 
 from gen_lightning.data.buckets import IGNORE_INDEX, PairBatch
 from gen_lightning.data.paired import PairedTextDataModule
+from gen_lightning.hook_dispatch import PlainHookName
 from gen_lightning.models.compiled import compile_nets
 from gen_lightning.data.tokenizers import Tokenizer, tokenizer_from_json
 from gen_lightning.errors import UserError, check_learning_rates
@@ -38,7 +39,6 @@ from gen_lightning.models.flops import count, meta_like, meta_twin
 from gen_lightning.models.gpt import GPTModule, _n_head_of, warmup_cosine
 from gen_lightning.models.nets.seq2seq import Seq2Seq, Seq2SeqConfig, until_stop
 from gen_lightning.strategies.sharding import parameters_are_sharded
-from gen_lightning.hook_dispatch import PlainHookName
 
 
 class Seq2SeqModule(PlainHookName, L.LightningModule):

@@ -24,12 +24,12 @@ import torch
 import torch.nn.functional as F
 
 from gen_lightning.errors import check_learning_rates
+from gen_lightning.hook_dispatch import PlainHookName
 from gen_lightning.metrics.means import WeightedMeans
 from gen_lightning.models.compiled import compile_nets
 from gen_lightning.models.flops import count, meta_like, meta_twin
 from gen_lightning.models.image_family import check_image_shape, check_num_classes, default_labels, per_sample_noise
 from gen_lightning.models.nets.vae_nets import build_vae_nets
-from gen_lightning.hook_dispatch import PlainHookName
 
 
 class VAEModule(PlainHookName, L.LightningModule):
