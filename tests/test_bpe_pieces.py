@@ -72,9 +72,9 @@ def test_the_corpus_gets_hf_ids_and_the_cache_carries_over_calls(bpe, corpus):
     encoder = PieceEncoder(bpe._tok)
     half = len(corpus) // 2
     first = encoder.encode_stream(corpus[:half], bpe.eot_id, "uint16")
-    cached = len(encoder._ids)
+    cached = len(encoder._cache)
     second = encoder.encode_stream(corpus[half:], bpe.eot_id, "uint16")
-    assert len(encoder._ids) > cached > 1000  # the second call reused and grew the first's cache
+    assert len(encoder._cache) > cached > 1000  # the second call reused and grew the first's cache
     assert np.concatenate([first, second]).tolist() == expected
     assert first.dtype == np.uint16
 
@@ -122,7 +122,7 @@ def test_the_cache_starts_over_at_its_limit(bpe, corpus, monkeypatch):
     encoder = PieceEncoder(bpe._tok)
     for texts in (corpus[:10], corpus[10:20], corpus[:10]):
         assert encoder.encode_stream(texts, bpe.eot_id, "uint16").tolist() == _hf_stream(bpe, texts)
-        assert len(encoder._ids) > 50  # each call fills it past the limit, the next one clears it first
+        assert len(encoder._cache) > 50  # each call fills it past the limit, the next one clears it first
 
 
 def test_the_safe_characters_are_printable_ascii_and_the_five_whitespace_controls():
@@ -153,3 +153,26 @@ def test_a_tokenizer_it_would_not_reproduce_goes_to_hf(bpe, change):
     assert other._pieces is None
     texts = ["Hello World, it's  here\n\n  x", "é ß"]
     assert other.encode_stream(texts, "int64").tolist() == _hf_stream(other, texts)
+
+
+def test_pre_tokens_sharing_a_hash_are_caught_and_the_call_goes_to_hf(bpe, corpus, monkeypatch):
+    """A hash shared by two pre-tokens must not give one of them the other's ids: with a hash that is only the length,
+    in one call and across calls (a cached row's hash met again by another pre-token), the ids are still HF's."""
+    from gen_lightning.data import bpe_pieces
+
+    texts = [*corpus[:3], *EDGE_CASES]
+    encoder = PieceEncoder(bpe._tok)
+    fallbacks = []
+    real_by_hf = encoder._by_hf
+    monkeypatch.setattr(encoder, "_by_hf", lambda *a: fallbacks.append(1) or real_by_hf(*a))
+    assert encoder.encode_stream(texts, bpe.eot_id, "int64").tolist() == _hf_stream(bpe, texts)
+    assert not fallbacks  # the real hash: no collision
+    monkeypatch.setattr(bpe_pieces, "piece_hash", lambda data, starts, lengths: lengths.astype(np.uint64))
+    assert encoder.encode_stream(texts, bpe.eot_id, "int64").tolist() == _hf_stream(bpe, texts)
+    assert len(fallbacks) == 1
+    fresh = PieceEncoder(bpe._tok)
+    fresh._by_hf = encoder._by_hf
+    for call in (["ab cd"], ["ab"], ["cd"], ["ef gh\n"]):
+        assert fresh.encode_stream(call, None, "int64").tolist() == bpe._tok.encode(call[0]).ids, call
+    # "ab cd": new rows for "ab" and " cd" (lengths 2 and 3); "ab" finds its row; "cd" and "ef" meet the row of "ab".
+    assert len(fallbacks) == 3
