@@ -176,3 +176,18 @@ def test_pre_tokens_sharing_a_hash_are_caught_and_the_call_goes_to_hf(bpe, corpu
         assert fresh.encode_stream(call, None, "int64").tolist() == bpe._tok.encode(call[0]).ids, call
     # "ab cd": new rows for "ab" and " cd" (lengths 2 and 3); "ab" finds its row; "cd" and "ef" meet the row of "ab".
     assert len(fallbacks) == 3
+
+
+def test_texts_are_encoded_in_groups_and_a_huge_text_by_its_lines(bpe, corpus, monkeypatch):
+    """Bounded numpy work: a call over more than `_GROUP_BYTES` of text is gathered in groups, and a text longer
+    than that is cut at line feeds first (`_CUT`); the ids are HF's either way."""
+    from gen_lightning.data import bpe_pieces
+
+    monkeypatch.setattr(bpe_pieces, "_GROUP_BYTES", 5_000)
+    encoder = PieceEncoder(bpe._tok)
+    sizes = []
+    real_gather = encoder._gather
+    monkeypatch.setattr(encoder, "_gather", lambda safe, *a: sizes.append(sum(map(len, safe))) or real_gather(safe, *a))
+    texts = [*corpus[:4], "x = 1\n" * 3000, "short", "no line feed " * 1000]
+    assert encoder.encode_stream(texts, bpe.eot_id, "uint16").tolist() == _hf_stream(bpe, texts)
+    assert len(sizes) >= 5 and max(sizes) < 5_000 + max(len(line) for t in texts for line in t.split("\n")) + 1

@@ -45,6 +45,8 @@ _CUT = re.compile(r"(?<=[!-~])(?=\n)|(?=\n[!-~])")
 # but the parts that go to HF whole (texts holding an added token, lines with other characters) are rows too: ~0.1 MB
 # in the default corpus, at most the size of the text encoded since the last start.
 _CACHE_LIMIT = 2_000_000
+# Texts are split and gathered in groups of about this many bytes (a line longer than it is still one part).
+_GROUP_BYTES = 1 << 22
 
 
 def _spec(hf_tokenizer) -> dict:
@@ -92,14 +94,16 @@ class PieceEncoder:
 
     def encode_stream(self, texts: Sequence[str], separator: Optional[int], dtype: str) -> np.ndarray:
         """The ids of `texts` one after the other, each followed by `separator` (None: nothing), as one array."""
+        out: list[np.ndarray] = []
         safe: list[bytes] = []  # the parts split by pretoken_split, as ASCII bytes
         marks: list[tuple] = []  # the other parts, in order: ("hf", text) goes to HF whole, ("id", id) is one id
         marks_at: list[int] = []  # how many safe parts come before each mark
+        size = 0
         for text in texts:
             if any(token in text for token in self._added):
                 parts = [("hf", text)]  # HF matches added tokens before it splits
             else:
-                data = _safe_bytes(text)
+                data = _safe_bytes(text) if len(text) <= _GROUP_BYTES else None  # a huge text is cut first
                 parts = [data] if data is not None else [_safe_or_mark(part) for part in _CUT.split(text)]
             if separator is not None:
                 parts.append(("id", separator))
@@ -107,10 +111,15 @@ class PieceEncoder:
                 if isinstance(part, bytes):
                     if part:  # an empty text has no pre-tokens
                         safe.append(part)
+                        size += len(part)
                 else:
                     marks.append(part)
                     marks_at.append(len(safe))
-        return self._gather(safe, marks, marks_at, np.dtype(dtype))
+                if size >= _GROUP_BYTES:  # the numpy work takes ~50 bytes per byte of text: in groups of a few MB
+                    out.append(self._gather(safe, marks, marks_at, np.dtype(dtype)))
+                    safe, marks, marks_at, size = [], [], [], 0
+        out.append(self._gather(safe, marks, marks_at, np.dtype(dtype)))
+        return out[0] if len(out) == 1 else np.concatenate(out)
 
     def _gather(self, safe: list[bytes], marks: list[tuple], marks_at: list[int], dtype: np.dtype) -> np.ndarray:
         if self._cache is None or len(self._cache) > _CACHE_LIMIT or dtype != self._cache.dtype:

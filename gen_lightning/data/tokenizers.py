@@ -112,7 +112,7 @@ class BPETokenizer:
 
     def encode_stream(self, texts: Sequence[str], dtype: str) -> np.ndarray:
         """The ids of `texts`, each followed by the end-of-text id, as one array: what a token file holds. The same
-        ids as `encode_batch`, by distinct pre-token where that is exact (data/bpe_pieces.py: ~2-9x faster)."""
+        ids as `encode_batch`, by distinct pre-token where that is exact (data/bpe_pieces.py: ~5x faster on code)."""
         if self._pieces is not None:
             return self._pieces.encode_stream(texts, self.eot_id, dtype)
         return _each_then_eot([np.asarray(ids) for ids in self.encode_batch(texts)], self.eot_id, dtype)
