@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer as HFTokenizer, normalizers, pre_tokenizers
 
-from gen_lightning.data.bpe_pieces import PieceEncoder, _is_safe
+from gen_lightning.data.bpe_pieces import PieceEncoder, _safe_bytes
 from gen_lightning.data.text import stdlib_files
 from gen_lightning.data.tokenizers import BPETokenizer
 
@@ -130,8 +130,8 @@ def test_the_safe_characters_are_printable_ascii_and_the_five_whitespace_control
     in the middle of a text, sends the text to the cut-and-HF path."""
     safe = {chr(c) for c in (9, 10, 11, 12, 13, *range(0x20, 0x7F))}
     for c in [*map(chr, range(0x3000)), "\U0001f600", "\ufeff"]:
-        assert _is_safe(f"ab{c}cd") == (c in safe), repr(c)
-    assert _is_safe("") and _is_safe("x = 1\n\tif y:\r\n")
+        assert (_safe_bytes(f"ab{c}cd") is not None) == (c in safe), repr(c)
+    assert _safe_bytes("") == b"" and _safe_bytes("x = 1\n\tif y:\r\n") == b"x = 1\n\tif y:\r\n"
 
 
 @pytest.mark.parametrize(

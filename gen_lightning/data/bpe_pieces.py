@@ -10,8 +10,8 @@ this split-and-cache for an HF tokenizer (tiktoken is as fast but merges by the 
 pair, and can give other ids than the trained tokenizer for some words), hence this module.
 
 Exactness: the split is GPT-2's where the regex's classes are the ASCII ones pretoken_split uses, as Oniguruma's (HF's
-engine) are on printable ASCII, tab, LF, VT, FF and CR: `\\p{L}` is [A-Za-z], `\\p{N}` [0-9], `\\s` [\\t\\n\\v\\f\\r ] (beyond ASCII their Unicode
-tables may differ, and Python's `\\s` also takes \\x1c-\\x1f). Text with any other character is cut at points that
+engine) are on printable ASCII, tab, LF, VT, FF and CR: `\\p{L}` is [A-Za-z], `\\p{N}` [0-9], `\\s` [\\t\\n\\v\\f\\r ]
+(beyond ASCII the Unicode tables of engines may differ, and Python's `\\s` also takes \\x1c-\\x1f). Text with any other character is cut at points that
 are pre-token boundaries for any engine (on either side of most line feeds, `_CUT`), and each piece holding such a
 character goes to HF whole: in the default corpus, 0.1 MB of lines.
 It applies to tokenizers whose ids for a text are their ids for its pre-tokens, one after the other: no normalizer,
@@ -115,7 +115,7 @@ class PieceEncoder:
                 else:
                     marks.append(part)
                     marks_at.append(len(safe))
-                if size >= _GROUP_BYTES:  # the numpy work takes ~50 bytes per byte of text: in groups of a few MB
+                if size >= _GROUP_BYTES:  # numpy's arrays take ~50 bytes of memory per byte of text: a few MB a group
                     out.append(self._gather(safe, marks, marks_at, np.dtype(dtype)))
                     safe, marks, marks_at, size = [], [], [], 0
         out.append(self._gather(safe, marks, marks_at, np.dtype(dtype)))
@@ -134,8 +134,10 @@ class PieceEncoder:
         lengths = np.diff(starts, append=data.size)
         # Pre-tokens told apart by a hash of their bytes and grouped by numpy, no Python object per pre-token; each
         # distinct one not in the cache yet is encoded by HF. A hash shared by two pre-tokens would give one the
-        # other's ids: every pre-token is compared with its row's bytes, and on a mismatch the call goes to HF whole
-        # (exact, slow; never seen on real text, tests/test_bpe_pieces.py forces it).
+        # other's ids: every pre-token is compared with its row's bytes, and on a mismatch the group goes to HF whole
+        # (exact, slow; tests/test_bpe_pieces.py forces it). Never seen on real text, but it can be crafted: the hash is
+        # linear mod 2**64, and a Thue-Morse word of 2048+ letters shares it with its complement. Such a document then
+        # costs HF's speed for every group holding the other word, until the cache starts over; its ids stay exact.
         keys, inverse, some = _distinct(piece_hash(data, starts, lengths))
         rows = cache.find(keys)
         new = np.flatnonzero(rows < 0)
@@ -177,7 +179,7 @@ class PieceEncoder:
         return _as_bytes([value] if kind == "id" else self._hf.encode(value).ids, dtype)
 
     def _by_hf(self, safe: list[bytes], marks: list[tuple], marks_at: list[int], dtype: np.dtype) -> np.ndarray:
-        """The same stream with every part encoded by HF: where two pre-tokens of a call had one hash."""
+        """The same stream with every part encoded by HF: where two pre-tokens of a group had one hash."""
         hf = [np.asarray(self._hf.encode(text.decode("ascii")).ids, dtype=dtype) for text in safe]
         parts, done = [], 0  # the safe parts' ids and the marks' in their order: marks_at[j] safe parts before mark j
         for at, mark in zip(marks_at, marks):
@@ -210,16 +212,13 @@ def _as_bytes(ids: Sequence[int], dtype: np.dtype) -> bytes:
 
 
 def _safe_bytes(text: str) -> Optional[bytes]:
-    """The ASCII bytes of `text` if it has only characters on which `re` and Oniguruma split alike (`_SAFE_BYTES`),
-    else None. Checked in C (`bytes.translate` deleting the safe ones): 10x faster than a regex search for the others."""
+    """The ASCII bytes of `text` if it has only characters on which pretoken_split and Oniguruma split alike
+    (`_SAFE_BYTES`), else None. Checked in C (`bytes.translate` deleting the safe ones): 10x faster than a regex
+    search for the others."""
     if not text.isascii():
         return None
     data = text.encode("ascii")
     return None if data.translate(None, _SAFE_BYTES) else data
-
-
-def _is_safe(text: str) -> bool:
-    return _safe_bytes(text) is not None
 
 
 def _safe_or_mark(part: str):

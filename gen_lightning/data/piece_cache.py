@@ -15,6 +15,7 @@ import numpy as np
 
 _BASE = 0x100000001B3  # odd (FNV's prime), hence invertible mod 2**64
 _POWERS = (np.ones(1, dtype=np.uint64), np.ones(1, dtype=np.uint64))
+_KEEP_POWERS = 1 << 23  # 2 x 64 MB at most: the byte groups of bpe_pieces (~4 MB), with room to double
 
 
 def piece_hash(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -27,17 +28,20 @@ def piece_hash(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.
 
 
 def _powers(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """B**k and B**-k mod 2**64 for k < size (at least), grown by doubling and kept."""
+    """B**k and B**-k mod 2**64 for k < size (at least): kept up to `_KEEP_POWERS` (grown by doubling), made for
+    the call above it (a line of many MB must not hold its arrays for the life of the process)."""
     global _POWERS
-    if _POWERS[0].size < size:
-        size = max(size, 2 * _POWERS[0].size)
-        out = []
-        for base in (_BASE, pow(_BASE, -1, 2**64)):
-            power = np.full(size, base, dtype=np.uint64)
-            power[0] = 1
-            out.append(np.cumprod(power, dtype=np.uint64))
+    if _POWERS[0].size >= size:
+        return _POWERS
+    size = max(size, 2 * _POWERS[0].size)
+    out = []
+    for base in (_BASE, pow(_BASE, -1, 2**64)):
+        power = np.full(size, base, dtype=np.uint64)
+        power[0] = 1
+        out.append(np.cumprod(power, dtype=np.uint64))
+    if size <= _KEEP_POWERS:
         _POWERS = (out[0], out[1])
-    return _POWERS
+    return out[0], out[1]
 
 
 def segments(flat: np.ndarray, starts: np.ndarray, sizes: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -79,11 +83,13 @@ class PieceCache:
         self._ids, self._id_starts, self._id_sizes = _append(
             self._ids, self._id_starts, self._id_sizes, ids, self.dtype
         )
-        if keys is not None:
-            keys = np.concatenate([self._keys, keys])
-            key_rows = np.concatenate([self._key_rows, rows])
+        if keys is not None:  # merged into the sorted keys: one copy of them, no sort of the whole
             order = np.argsort(keys, kind="stable")
-            self._keys, self._key_rows = keys[order], key_rows[order]
+            at = np.searchsorted(self._keys, keys[order])
+            self._keys, self._key_rows = (
+                np.insert(self._keys, at, keys[order]),
+                np.insert(self._key_rows, at, rows[order]),
+            )
         return rows
 
     def matches(self, rows: np.ndarray, data: np.ndarray, lengths: np.ndarray) -> bool:

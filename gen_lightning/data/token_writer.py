@@ -5,7 +5,8 @@ code instead of HF's ~1.5-2, which its ByteLevel pre-tokenizer spends ~90% of). 
 documents go to a pool of forked processes, one per core, in chunks of ~`CHUNK_BYTES`; each encodes its chunks
 serially (TOKENIZERS_PARALLELISM=false: a thread pool must not be inherited across fork, and processes already use
 every core) with its own pre-token cache, warmed by the first chunk, which the parent encodes before it forks; the
-chunks are written in corpus order: the file is byte-identical to a serial run's. Byte tokenization needs no tokenizer at all (numpy view of the UTF-8 bytes) and stays in-process.
+chunks are written in corpus order: the file is byte-identical to a serial run's. Byte tokenization needs no
+tokenizer at all (numpy view of the UTF-8 bytes) and stays in-process.
 The bar shows MB/s of UTF-8 text.
 """
 
