@@ -22,7 +22,8 @@ def test_a_piece_hashes_alike_wherever_it_stands_and_unlike_other_pieces():
 
 
 def test_powers_beyond_the_limit_are_made_for_the_call_and_not_kept(monkeypatch):
-    monkeypatch.setattr(piece_cache, "_POWERS", piece_cache._POWERS)  # restored after the test
+    # Start from the module's first arrays, whatever earlier calls grew them to (restored after the test).
+    monkeypatch.setattr(piece_cache, "_POWERS", (np.ones(1, dtype=np.uint64), np.ones(1, dtype=np.uint64)))
     monkeypatch.setattr(piece_cache, "_KEEP_POWERS", 64)
     small = _pieces(b"ab", b"cd")
     big = _pieces(b"x" * 500, b"ab", b"cd")
