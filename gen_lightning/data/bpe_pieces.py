@@ -11,9 +11,9 @@ pair, and can give other ids than the trained tokenizer for some words), hence t
 
 Exactness: the split is GPT-2's where the regex's classes are the ASCII ones pretoken_split uses, as Oniguruma's (HF's
 engine) are on printable ASCII, tab, LF, VT, FF and CR: `\\p{L}` is [A-Za-z], `\\p{N}` [0-9], `\\s` [\\t\\n\\v\\f\\r ]
-(beyond ASCII the Unicode tables of engines may differ, and Python's `\\s` also takes \\x1c-\\x1f). Text with any other character is cut at points that
-are pre-token boundaries for any engine (on either side of most line feeds, `_CUT`), and each piece holding such a
-character goes to HF whole: in the default corpus, 0.1 MB of lines.
+(beyond ASCII the Unicode tables of engines may differ, and Python's `\\s` also takes \\x1c-\\x1f). Text with any
+other character is cut at points that are pre-token boundaries for any engine (on either side of most line feeds,
+`_CUT`), and each piece holding such a character goes to HF whole: in the default corpus, 0.1 MB of lines.
 It applies to tokenizers whose ids for a text are their ids for its pre-tokens, one after the other: no normalizer,
 the ByteLevel pre-tokenizer with GPT-2's regex and no prefix space, a BPE model without dropout, no post-processor,
 padding or truncation; a text holding an added token (`<|endoftext|>` written out) goes to HF whole, which matches
@@ -94,6 +94,7 @@ class PieceEncoder:
 
     def encode_stream(self, texts: Sequence[str], separator: Optional[int], dtype: str) -> np.ndarray:
         """The ids of `texts` one after the other, each followed by `separator` (None: nothing), as one array."""
+        dtype = np.dtype(dtype)
         out: list[np.ndarray] = []
         safe: list[bytes] = []  # the parts split by pretoken_split, as ASCII bytes
         marks: list[tuple] = []  # the other parts, in order: ("hf", text) goes to HF whole, ("id", id) is one id
@@ -116,9 +117,9 @@ class PieceEncoder:
                     marks.append(part)
                     marks_at.append(len(safe))
                 if size >= _GROUP_BYTES:  # numpy's arrays take ~50 bytes of memory per byte of text: a few MB a group
-                    out.append(self._gather(safe, marks, marks_at, np.dtype(dtype)))
+                    out.append(self._gather(safe, marks, marks_at, dtype))
                     safe, marks, marks_at, size = [], [], [], 0
-        out.append(self._gather(safe, marks, marks_at, np.dtype(dtype)))
+        out.append(self._gather(safe, marks, marks_at, dtype))
         return out[0] if len(out) == 1 else np.concatenate(out)
 
     def _gather(self, safe: list[bytes], marks: list[tuple], marks_at: list[int], dtype: np.dtype) -> np.ndarray:
